@@ -1,0 +1,3 @@
+"""Generative recommendation with multimodal semantic IDs."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,41 @@
+"""``python -m genrec.data stats --data-root DIR --dataset NAME``: dataset statistics as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from genrec.data.errors import DataError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m genrec.data", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    stats = sub.add_parser("stats", help="print users, items, interactions, mean length and modalities as JSON")
+    stats.add_argument("--data-root", default="data")
+    stats.add_argument("--dataset", required=True)
+    stats.add_argument("--text-codes", default=None, help="explicit text code file")
+    stats.add_argument("--image-codes", default=None, help="explicit image code file")
+
+    from genrec.data.commands import add_commands
+
+    add_commands(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "stats":
+            from genrec.data.dataset import load_dataset
+
+            ds = load_dataset(args.data_root, args.dataset, text_codes=args.text_codes, image_codes=args.image_codes)
+            print(json.dumps(ds.stats(), indent=2))
+            return 0
+        return args.func(args)
+    except (DataError, FileNotFoundError, ValueError) as e:
+        logging.getLogger("genrec.data").error("%s", e)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Semantic-ID code files: ``{item_id: ["<a_12>", "<b_7>", ...]}``.
+
+Text codes use lower-case level letters (``<a_i><b_j><c_k><d_l>``), image codes upper-case
+(``<A_i>...<D_l>``). A fifth "dedup" level (``<e_k>`` / ``<E_k>``) makes duplicate codes unique.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+from genrec.data.errors import DataError
+from genrec.data.jsonio import read_json
+
+logger = logging.getLogger(__name__)
+
+CODE_TOKEN = re.compile(r"^<([a-hA-H])_(\d+)>$")
+TEXT_LEVELS = "abcdefgh"
+IMAGE_LEVELS = "ABCDEFGH"
+
+Codes = list[tuple[str, ...]]
+
+
+def modality_levels(modality: str) -> str:
+    if modality == "text":
+        return TEXT_LEVELS
+    if modality == "image":
+        return IMAGE_LEVELS
+    raise ValueError(f"unknown modality {modality!r}; expected 'text' or 'image'")
+
+
+def format_code(indices: Sequence[int], modality: str) -> tuple[str, ...]:
+    letters = modality_levels(modality)
+    return tuple(f"<{letters[level]}_{int(i)}>" for level, i in enumerate(indices))
+
+
+def parse_code(code: Sequence[str]) -> tuple[int, ...]:
+    """``("<a_3>", "<b_9>")`` -> ``(3, 9)``; raises ValueError on a malformed token."""
+    out = []
+    for tok in code:
+        m = CODE_TOKEN.match(tok)
+        if not m:
+            raise ValueError(f"malformed code token {tok!r}")
+        out.append(int(m.group(2)))
+    return tuple(out)
+
+
+def load_codes(path: str | Path, num_items: int | None = None) -> Codes:
+    """Read a code file into a list indexed by item id, validating every entry.
+
+    Every item id in ``0..num_items-1`` must have a code; all codes must have the same length and
+    use one level letter per position.
+    """
+    path = Path(path)
+    raw = read_json(path)
+    if isinstance(raw, list):
+        raw = {str(i): c for i, c in enumerate(raw)}
+    if not isinstance(raw, dict) or not raw:
+        raise DataError(path, "expected a non-empty JSON object {item_id: [code tokens]}")
+    by_id: dict[int, tuple[str, ...]] = {}
+    for key, code in raw.items():
+        try:
+            item = int(key)
+        except (TypeError, ValueError):
+            raise DataError(path, f"item id {key!r} is not an integer") from None
+        if item < 0:
+            raise DataError(path, f"item id {item} is negative")
+        if isinstance(code, str):
+            code = re.findall(r"<[^>]*>", code)
+        if not isinstance(code, list) or not code or not all(isinstance(t, str) for t in code):
+            raise DataError(path, f"item {item}: code must be a list of token strings, got {code!r}")
+        for tok in code:
+            if not CODE_TOKEN.match(tok):
+                raise DataError(path, f"item {item}: malformed code token {tok!r}")
+        by_id[item] = tuple(code)
+    n = max(by_id) + 1 if num_items is None else num_items
+    out_of_range = sorted(i for i in by_id if i >= n)
+    if out_of_range:
+        raise DataError(path, f"{len(out_of_range)} item ids out of range 0..{n - 1} (first: {out_of_range[:5]})")
+    missing = [i for i in range(n) if i not in by_id]
+    if missing:
+        raise DataError(path, f"{len(missing)} of {n} items have no code (first: {missing[:5]})")
+    codes = [by_id[i] for i in range(n)]
+    length = len(codes[0])
+    letters = [CODE_TOKEN.match(t).group(1) for t in codes[0]]
+    for i, code in enumerate(codes):
+        if len(code) != length:
+            raise DataError(path, f"item {i}: code has {len(code)} tokens, item 0 has {length}")
+        got = [CODE_TOKEN.match(t).group(1) for t in code]
+        if got != letters:
+            raise DataError(path, f"item {i}: level letters {''.join(got)} differ from item 0's {''.join(letters)}")
+    return codes
+
+
+def duplicate_groups(codes: Codes) -> list[list[int]]:
+    """Groups (by first item id) of items that share a full code; singletons excluded."""
+    groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for item, code in enumerate(codes):
+        groups[code].append(item)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def count_duplicates(codes: Codes) -> int:
+    """Number of items whose code is shared with at least one other item."""
+    return sum(len(g) for g in duplicate_groups(codes))
+
+
+def make_codes_unique(codes: Codes) -> tuple[Codes, int]:
+    """Append a dedup token so every item's code is unique (TIGER's policy).
+
+    Items are visited in id order, so the result is deterministic: the k-th item with a given code
+    gets ``<e_k>`` (``<E_k>`` for image codes). Every item gets the extra token so all codes keep
+    one length, which the constrained decoder relies on. Returns the new codes and the number of
+    items that shared a code. Codes that are already unique are returned unchanged.
+    """
+    n_dup = count_duplicates(codes)
+    if n_dup == 0:
+        return list(codes), 0
+    first_letter = CODE_TOKEN.match(codes[0][0]).group(1)
+    letters = TEXT_LEVELS if first_letter.islower() else IMAGE_LEVELS
+    level_letter = letters[len(codes[0])]
+    seen: dict[tuple[str, ...], int] = defaultdict(int)
+    out = []
+    for code in codes:
+        k = seen[code]
+        seen[code] += 1
+        out.append(code + (f"<{level_letter}_{k}>",))
+    return out, n_dup
+
+
+def codes_to_json(codes: Codes) -> dict[str, list[str]]:
+    return {str(i): list(c) for i, c in enumerate(codes)}

@@ -1,0 +1,18 @@
+"""Extra ``python -m genrec.data`` sub-commands (prepare raw dumps, make the synthetic default).
+
+Each sub-command registers itself with ``add_commands``; it sets ``func`` to a callable returning
+an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    for module in ("genrec.data.prepare", "genrec.data.synthetic"):
+        try:
+            mod = __import__(module, fromlist=["add_command"])
+        except ModuleNotFoundError:
+            continue
+        mod.add_command(sub)
