@@ -1,0 +1,27 @@
+"""Shared fixtures: a tiny synthetic dataset, and the real datasets when they are present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """Data root holding a small ``Synthetic`` dataset (200 users, 64 items); treat it as read-only."""
+    from genrec.data.synthetic import generate_synthetic
+
+    root = tmp_path_factory.mktemp("data")
+    generate_synthetic(root, "Synthetic", num_users=200, num_items=64, num_topics=8, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "README.md").is_file():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
