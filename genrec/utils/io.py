@@ -68,8 +68,10 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = No
 
 
 def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
-    with atomic_output(path, suffix=".npy") as tmp:
-        np.save(tmp, array)
+    # Through a file handle: given a path, np.save appends ".npy" to names that lack it.
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
