@@ -1,0 +1,199 @@
+"""Results benchmark: train and evaluate every registered model on every dataset under a time budget.
+
+    python benchmarks/results.py --datasets Instruments Scientific Office Beauty \\
+        --models popularity sasrec sasrec-bce mmtransformer gpt gpt-textinit --budget-minutes 6 --threads 1
+
+Each (model, dataset) gets ``--budget-minutes`` of training (validation runs included; the model
+is selected on validation NDCG@10) and is then scored on the test split: full ranking over all
+items, leave-one-out, nothing excluded but padding. Writes ``benchmarks/results/results.json`` and
+``results.md`` (atomically, after every run, so a long run can be watched) with HR@1/5/10,
+NDCG@5/10, training time, parameters, published numbers for Instruments and Beauty, and the exact
+command. ``--merge`` adds to / replaces entries of an existing results.json instead of starting over.
+Models come from ``genrec.baselines.registry.MODELS`` (``@register`` adds more).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genrec.baselines.cli import add_train_flags, open_dataset
+from genrec.baselines.features import NotApplicable
+from genrec.baselines.registry import METRIC_KEYS, MODELS, check_overrides
+from genrec.data import DataError
+from genrec.utils.io import atomic_write_json, atomic_write_text
+
+logger = logging.getLogger("benchmarks.results")
+
+DEFAULT_DATASETS = ["Instruments", "Scientific", "Office", "Beauty"]
+DEFAULT_MODELS = ["popularity", "sasrec", "sasrec-bce", "mmtransformer", "gpt", "gpt-textinit"]
+
+# Published full-ranking leave-one-out results (sources: ../shared/data/README.md and
+# ../shared/reference/mql4grec-method.md section 6). Beauty "Recall" = HR with one target per user.
+PUBLISHED: dict[str, list[tuple[str, dict[str, float]]]] = {
+    "Instruments": [
+        ("SASRec (MQL4GRec paper)", {"HR@1": .0318, "HR@5": .0946, "HR@10": .1233, "NDCG@5": .0654, "NDCG@10": .0746}),
+        ("TIGER (MQL4GRec paper)", {"HR@1": .0754, "HR@5": .1007, "HR@10": .1221, "NDCG@5": .0882, "NDCG@10": .0950}),
+        ("MQL4GRec w/o pretraining (5-seed re-run)",
+         {"HR@1": .0763, "HR@5": .1058, "HR@10": .1291, "NDCG@5": .0902, "NDCG@10": .0997}),
+        ("MQL4GRec with pretraining (paper)", {"HR@10": .1375, "NDCG@10": .1060}),
+    ],
+    "Beauty": [
+        ("SASRec (TIGER paper)", {"HR@10": .0605, "NDCG@10": .0318}),
+        ("SASRec BCE, tuned (independent reproduction)", {"HR@5": .0508, "NDCG@5": .0348, "HR@10": .0740, "NDCG@10": .0423}),
+        ("TIGER (TIGER paper)", {"HR@5": .0454, "NDCG@5": .0321, "HR@10": .0648, "NDCG@10": .0384}),
+    ],
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=DEFAULT_DATASETS)
+    p.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help=f"registered: {', '.join(MODELS)}")
+    p.add_argument("--budget-minutes", type=float, default=6.0, help="training budget per model per dataset")
+    p.add_argument("--data-root", default="data", help="<root>/<ds>/, falling back to ../shared/data/<ds>")
+    p.add_argument("--out", default="benchmarks/results", help="folder for results.json and results.md")
+    p.add_argument("--checkpoint-dir", default="", help="checkpoint every run under <dir>/<ds>/<model> (resumable)")
+    p.add_argument("--merge", action="store_true", help="update an existing results.json instead of replacing it")
+    add_train_flags(p)
+    return p.parse_args(argv)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else "-" if v is None else str(v)
+
+
+def _ratio(run: dict[str, Any], pop: dict[str, Any] | None, key: str = "NDCG@10") -> str:
+    if not pop or key not in run or not pop.get(key):
+        return "-"
+    return f"{run[key] / pop[key]:.2f}x"
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    lines = ["# Baseline results (full ranking, leave-one-out)", ""]
+    lines.append("Produced by:")
+    lines.append("")
+    for cmd in results["commands"]:
+        lines.append(f"    {cmd}")
+    env = results["environment"]
+    lines += [
+        "",
+        f"Machine: {env['machine']}; torch {env['torch']}; {env['threads']} thread(s); device {env['device']}. "
+        f"Budget: {results['budget_minutes']} min of training (incl. validation) per model per dataset; "
+        "CPU shared with other jobs, so times are indicative only.",
+        "",
+        "Protocol: leave-one-out (test = last item, validation = second to last), histories = last 50 items; "
+        "sequence models train seq-to-seq on everything before the validation item; model selection on "
+        "validation NDCG@10; scores over all items (nothing excluded, pessimistic ties). "
+        "'vs pop' = test NDCG@10 / popularity's test NDCG@10 in the same run. "
+        "Published rows are quoted, not re-run.",
+        "",
+    ]
+    cols = METRIC_KEYS
+    for ds, runs in results["runs"].items():
+        info = results.get("datasets", {}).get(ds, {})
+        lines.append(f"## {ds}" + (f" ({info['users']:,} users, {info['items']:,} items)" if info else ""))
+        lines.append("")
+        lines.append("| model | " + " | ".join(cols) + " | vs pop | train s | params | epochs (best) | stop |")
+        lines.append("|---|" + "---|" * (len(cols) + 5))
+        pop = runs.get("popularity")
+        pop = pop if pop and "status" not in pop else None
+        for name, run in runs.items():
+            if "status" in run:
+                lines.append(f"| {name} | {run['status']}: {run['reason']} |" + " |" * (len(cols) + 4))
+                continue
+            cells = [_fmt(run.get(c)) for c in cols]
+            epochs = f"{run['epochs']} ({run['best_epoch']})" if "epochs" in run else "-"
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {_ratio(run, pop)} | {run['train_seconds']:.0f} | "
+                         f"{run['params']:,} | {epochs} | {run.get('stop_reason', '-')} |")
+        for label, pub in PUBLISHED.get(ds, []):
+            cells = [_fmt(pub.get(c)) for c in cols]
+            lines.append(f"| *published: {label}* | " + " | ".join(cells) + " | | | | | |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(results: dict[str, Any], out: Path) -> None:
+    atomic_write_json(out / "results.json", results, indent=1)
+    atomic_write_text(out / "results.md", render_markdown(results))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = "python benchmarks/results.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    out = Path(args.out)
+    try:
+        unknown = [m for m in args.models if m not in MODELS]
+        if unknown:
+            raise ValueError(f"unknown models {unknown}; registered: {sorted(MODELS)}")
+        check_overrides(args.set, args.models)
+        if args.budget_minutes <= 0:
+            raise ValueError("--budget-minutes must be positive")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    results: dict[str, Any] = {"commands": [], "runs": {}, "datasets": {}}
+    if args.merge and (out / "results.json").is_file():
+        results = json.loads((out / "results.json").read_text())
+    if command not in results["commands"]:
+        results["commands"].append(command)
+    results["budget_minutes"] = args.budget_minutes
+    results["environment"] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "device": "cuda" if torch.cuda.is_available() and not args.cpu else "cpu",
+    }
+    results["published"] = {ds: dict(rows) for ds, rows in PUBLISHED.items()}
+    failures = 0
+    for ds in args.datasets:
+        try:
+            dataset = open_dataset(args.data_root, ds)
+        except DataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failures += 1
+            continue
+        results["datasets"][ds] = {"users": dataset.num_users, "items": dataset.num_items, "dir": str(dataset.dir),
+                                   "embeddings": dataset.available_embeddings()}
+        runs = results["runs"].setdefault(ds, {})
+        for name in args.models:
+            logger.info("=== %s on %s (budget %.1f min)", name, ds, args.budget_minutes)
+            start = time.perf_counter()
+            try:
+                run = MODELS[name](dataset, args.budget_minutes, args)
+            except NotApplicable as e:
+                run = {"status": "n/a", "reason": e.problem}
+            except (DataError, ValueError) as e:
+                run = {"status": "error", "reason": str(e)}
+                failures += 1
+            run["wall_seconds"] = round(time.perf_counter() - start, 1)
+            run["command"] = command
+            run["date"] = dt.datetime.now().isoformat(timespec="seconds")
+            runs[name] = run
+            write_outputs(results, out)
+            if "status" in run:
+                logger.warning("%s on %s: %s (%s)", name, ds, run["status"], run["reason"])
+            else:
+                logger.info("%s on %s: test HR@10 %.4f NDCG@10 %.4f in %.0fs", name, ds, run["HR@10"], run["NDCG@10"],
+                            run["train_seconds"])
+    write_outputs(results, out)
+    print(render_markdown(results))
+    return 2 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

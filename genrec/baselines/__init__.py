@@ -1,0 +1,23 @@
+"""Classic sequential-recommendation baselines trained and evaluated exactly like genrec.
+
+Popularity, SASRec (BCE with sampled negatives or full-softmax CE), MmTransformer4Rec (text/image
+embeddings in, item table out) and a GPT-style ID transformer, sharing one data path
+(``genrec.data`` leave-one-out), one training loop (``trainer.Trainer``, Accelerate, checkpoints,
+resume) and the full-ranking metrics of ``genrec.metrics``. ``registry.MODELS`` maps a model name
+to ``run(dataset, budget_minutes, args) -> dict`` for ``benchmarks/results.py``.
+"""
+
+from genrec.baselines.base import SeqRecModel, causal_padding_mask, count_parameters
+from genrec.baselines.data import NegativeSampler, SequenceData
+from genrec.baselines.features import NotApplicable
+from genrec.baselines.id_gpt import IdGPT, IdGPTConfig
+from genrec.baselines.mm_transformer import MmTransformer4Rec, MmTransformerConfig
+from genrec.baselines.popularity import Popularity
+from genrec.baselines.sasrec import SASRec, SASRecConfig
+from genrec.baselines.trainer import Trainer, TrainConfig, TrainResult, evaluate
+
+__all__ = [
+    "IdGPT", "IdGPTConfig", "MmTransformer4Rec", "MmTransformerConfig", "NegativeSampler", "NotApplicable",
+    "Popularity", "SASRec", "SASRecConfig", "SeqRecModel", "SequenceData", "TrainConfig", "TrainResult", "Trainer",
+    "causal_padding_mask", "count_parameters", "evaluate",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from genrec.baselines.cli import main
+
+sys.exit(main())

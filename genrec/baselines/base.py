@@ -1,0 +1,72 @@
+"""What every trainable sequence baseline shares: masks, the next-item losses, full-ranking scores."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genrec.baselines.data import PAD
+
+
+def causal_padding_mask(inputs: torch.Tensor) -> torch.Tensor:
+    """``[B, L, L]`` boolean mask, True = may NOT attend: future keys and padding keys.
+
+    Only keys are masked. With right padding every row keeps key 0 (a real item), so no
+    attention row is entirely masked and softmax never sees an all -inf row.
+    """
+    L = inputs.shape[1]
+    future = torch.ones(L, L, dtype=torch.bool, device=inputs.device).triu(1)
+    pad_keys = (inputs == PAD)[:, None, :]
+    return future[None] | pad_keys
+
+
+def heads_mask(inputs: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """The mask above repeated per head, as ``nn.MultiheadAttention`` wants it: ``[B * H, L, L]``."""
+    return causal_padding_mask(inputs).repeat_interleave(num_heads, dim=0)
+
+
+class SeqRecModel(nn.Module):
+    """A causal next-item model: ``encode`` gives one state per position, scored against items.
+
+    ``forward`` returns the training loss (so DDP sees it); ``score`` is the full ranking.
+    Subclasses implement ``encode(inputs) -> [B, L, d]`` and ``item_weights() -> [num_items, d]``.
+    """
+
+    num_items: int
+    loss_type: str = "ce"
+
+    def encode(self, inputs: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def item_weights(self) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = self.encode(inputs)
+        valid = targets != PAD
+        h = hidden[valid]  # only real positions are scored: padded targets never enter the loss
+        target = targets[valid] - 1
+        weights = self.item_weights()
+        if self.loss_type == "ce":
+            return F.cross_entropy(h @ weights.T, target)
+        if self.loss_type == "bce":
+            if negatives is None:
+                raise ValueError("the BCE loss needs one sampled negative per position")
+            pos = (h * weights[target]).sum(-1)
+            neg = (h * weights[negatives[valid]]).sum(-1)
+            return (F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos))
+                    + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg)))
+        raise ValueError(f"unknown loss {self.loss_type!r}; expected 'ce' or 'bce'")
+
+    @torch.no_grad()
+    def score(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``[B, num_items]`` scores from the state at each history's last item."""
+        hidden = self.encode(inputs)
+        last = hidden[torch.arange(inputs.shape[0], device=inputs.device), lengths - 1]
+        return last @ self.item_weights().T
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters (``parameters()`` yields a tied tensor once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

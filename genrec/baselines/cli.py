@@ -1,0 +1,115 @@
+"""``python -m genrec.baselines``: train/evaluate one baseline on one dataset, or list the models.
+
+Examples::
+
+    python -m genrec.baselines list
+    python -m genrec.baselines train --model sasrec --dataset Synthetic --output-dir runs/sasrec-syn
+    python -m genrec.baselines train --model sasrec-bce --dataset Instruments --budget-minutes 10 \\
+        --set dropout=0.5 --output-dir runs/sasrec-bce-inst      # rerun the same line to resume
+
+Several processes (CPU or GPU)::
+
+    accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \\
+        --dynamo_backend no -m genrec.baselines train --cpu ...    # or: torchrun --standalone ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from genrec.data import DataError, RecDataset, load_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def resolve_data_root(root: str | Path, name: str) -> Path:
+    """``root`` if it holds ``<name>/``, else the shared read-only copy (``../shared/data``) if that does."""
+    root = Path(root)
+    if (root / name).is_dir():
+        return root
+    if (SHARED_DATA / name).is_dir():
+        return SHARED_DATA
+    raise DataError(root / name, f"dataset folder not found (also looked in {SHARED_DATA})")
+
+
+def open_dataset(root: str | Path, name: str) -> RecDataset:
+    return load_dataset(resolve_data_root(root, name), name)
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by ``train`` and the results benchmark (None = the model's default)."""
+    g = p.add_argument_group("training (defaults per model, see genrec.baselines.registry)")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--warmup-steps", type=int)
+    g.add_argument("--grad-clip", type=float)
+    g.add_argument("--max-len", type=int, help="history/training window (default 50)")
+    g.add_argument("--max-steps", type=int)
+    g.add_argument("--group-batches", type=int, help="length-grouped batching pool, in batches (1 = off)")
+    g.add_argument("--eval-every", type=int, help="epochs between validation runs")
+    g.add_argument("--patience", type=int, help="validation runs without improvement before stopping")
+    g.add_argument("--eval-batch-size", type=int)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--cpu", action="store_true", default=None, help="force CPU even with a GPU present")
+    g.add_argument("--threads", type=int, help="torch CPU threads; 1 is much faster when other jobs share the cores")
+    g.add_argument("--set", action="append", default=[], metavar="[MODEL.]FIELD=VALUE",
+                   help="override a model or training config field, e.g. dropout=0.5 or sasrec-bce.lr=0.002")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from genrec.baselines.registry import MODEL_DEFAULTS, MODELS, check_overrides
+
+    parser = argparse.ArgumentParser(prog="python -m genrec.baselines", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the registered models")
+    t = sub.add_parser("train", help="train and evaluate one model on one dataset")
+    t.add_argument("--model", required=True)
+    t.add_argument("--dataset", required=True)
+    t.add_argument("--data-root", default="data", help="falls back to ../shared/data when <root>/<ds> is missing")
+    t.add_argument("--budget-minutes", type=float, default=0.0, help="training budget (0 = none)")
+    t.add_argument("--output-dir", default="", help="checkpoints and result.json; rerunning resumes")
+    add_train_flags(t)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    if args.command == "list":
+        for name in MODELS:
+            print(name, "" if name not in MODEL_DEFAULTS else MODEL_DEFAULTS[name])
+        return 0
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        if args.model not in MODELS:
+            raise ValueError(f"unknown model {args.model!r}; choose from {sorted(MODELS)}")
+        check_overrides(args.set, [args.model])
+        dataset = open_dataset(args.data_root, args.dataset)
+        result = _train_one(args, dataset, MODELS)
+    except (DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=1))
+    return 0
+
+
+def _train_one(args: argparse.Namespace, dataset: RecDataset, models: dict) -> dict:
+    from accelerate import PartialState
+
+    from genrec.utils.io import atomic_write_json
+
+    result = models[args.model](dataset, args.budget_minutes, args)
+    if args.output_dir and PartialState().is_main_process:
+        atomic_write_json(Path(args.output_dir) / "result.json", result, indent=1)
+    return result

@@ -1,0 +1,201 @@
+"""Model registry for the results benchmark: ``MODELS[name](dataset, budget_minutes, args) -> dict``.
+
+Each entry trains (under the budget) and evaluates one model on one loaded ``RecDataset`` and
+returns test metrics (``HR@K``/``NDCG@K``), ``train_seconds``, ``params`` and details. Other
+packages add entries with ``@register("name")``; ``args`` is the benchmark's namespace (entries
+read the attributes they know with ``getattr`` and defaults).
+
+Settings: every entry starts from its config dataclass defaults, then from ``--set`` overrides
+(``FIELD=VALUE`` for every model that has the field, ``NAME.FIELD=VALUE`` for one registry entry),
+and common train flags (``--lr``, ``--batch-size``, ...) when given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from genrec.baselines.base import SeqRecModel
+from genrec.baselines.data import SequenceData
+from genrec.baselines.features import load_features, resolve_embedding
+from genrec.baselines.id_gpt import IdGPT, IdGPTConfig
+from genrec.baselines.mm_transformer import MmTransformer4Rec, MmTransformerConfig
+from genrec.baselines.popularity import Popularity
+from genrec.baselines.sasrec import SASRec, SASRecConfig
+from genrec.baselines.trainer import KS, Trainer, TrainConfig, evaluate, seed_everything
+from genrec.data import RecDataset
+
+logger = logging.getLogger(__name__)
+
+RunFn = Callable[[RecDataset, float, argparse.Namespace], dict[str, Any]]
+MODELS: dict[str, RunFn] = {}
+
+# Per-entry training defaults (on top of TrainConfig's); chosen on validation NDCG@10.
+TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sasrec": {"batch_size": 256, "lr": 1e-3},
+    # BCE epochs are cheap but it needs many of them: validate every few epochs.
+    "sasrec-bce": {"batch_size": 128, "lr": 1e-3, "eval_every": 5, "patience": 8},
+    "mmtransformer": {"batch_size": 256, "lr": 1e-3},
+    "gpt": {"batch_size": 256, "lr": 1e-3},
+    "gpt-textinit": {"batch_size": 256, "lr": 1e-3},
+}
+MODEL_DEFAULTS: dict[str, Any] = {
+    "sasrec": SASRecConfig(loss="ce"),
+    "sasrec-bce": SASRecConfig(loss="bce"),
+    "mmtransformer": MmTransformerConfig(),
+    "gpt": IdGPTConfig(init_text_emb="none"),
+    "gpt-textinit": IdGPTConfig(init_text_emb="auto"),
+}
+TRAIN_FLAGS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip", "max_len", "max_steps",
+               "group_batches", "eval_every", "patience", "eval_batch_size", "seed", "cpu")
+
+
+def register(name: str) -> Callable[[RunFn], RunFn]:
+    def wrap(fn: RunFn) -> RunFn:
+        MODELS[name] = fn
+        return fn
+    return wrap
+
+
+# -- settings ------------------------------------------------------------------------------
+def _convert(value: str, typ: Any, key: str) -> Any:
+    typ = typ if isinstance(typ, type) else {"int": int, "float": float, "str": str, "bool": bool}.get(str(typ), str)
+    if typ is bool:
+        if value.lower() in ("1", "true", "yes"):
+            return True
+        if value.lower() in ("0", "false", "no"):
+            return False
+        raise ValueError(f"--set {key}: expected true/false, got {value!r}")
+    try:
+        return typ(value)
+    except ValueError:
+        raise ValueError(f"--set {key}: cannot read {value!r} as {typ.__name__}") from None
+
+
+def apply_overrides(obj: Any, name: str, overrides: list[str] | None) -> Any:
+    """A copy of dataclass ``obj`` with the ``--set`` entries meant for registry entry ``name``."""
+    fields = {f.name: f.type for f in dataclasses.fields(obj)}
+    changes = {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE or MODEL.FIELD=VALUE")
+        key, value = item.split("=", 1)
+        target, _, field = key.rpartition(".")
+        if target and target != name:
+            continue
+        if field in fields:
+            changes[field] = _convert(value, fields[field], key)
+    return dataclasses.replace(obj, **changes)
+
+
+def check_overrides(overrides: list[str] | None, names: list[str]) -> None:
+    """Fail early on a ``--set`` key no selected model or TrainConfig knows."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    for n in names:
+        if n in MODEL_DEFAULTS:
+            known |= {f.name for f in dataclasses.fields(MODEL_DEFAULTS[n])}
+    for item in overrides or []:
+        key = item.split("=", 1)[0]
+        target, _, field = key.rpartition(".")
+        if field not in known or (target and target not in MODELS):
+            raise ValueError(f"--set {item!r}: unknown setting (known: {sorted(known)})")
+
+
+def train_config(name: str, budget_minutes: float, args: argparse.Namespace) -> TrainConfig:
+    cfg = dataclasses.replace(TrainConfig(), **TRAIN_DEFAULTS.get(name, {}))
+    cfg = apply_overrides(cfg, name, getattr(args, "set", None))
+    flags = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
+    cfg = dataclasses.replace(cfg, **flags, budget_minutes=budget_minutes)
+    ckpt = getattr(args, "checkpoint_dir", None)
+    if getattr(args, "output_dir", None):  # one run, folder named by the user
+        cfg = dataclasses.replace(cfg, output_dir=str(args.output_dir))
+    elif ckpt:  # many runs: <checkpoint_dir>/<dataset>/<model>
+        cfg = dataclasses.replace(cfg, output_dir=str(Path(ckpt) / getattr(args, "_dataset_name", "dataset") / name))
+    return cfg
+
+
+# -- shared data (one split per dataset and window) -----------------------------------------
+_DATA_CACHE: dict[tuple[int, int], SequenceData] = {}
+
+
+def sequence_data(dataset: RecDataset, max_len: int) -> SequenceData:
+    key = (id(dataset), max_len)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()  # one dataset at a time: the benchmark walks datasets in order
+        _DATA_CACHE[key] = SequenceData.from_dataset(dataset, max_len)
+    return _DATA_CACHE[key]
+
+
+# -- model construction ------------------------------------------------------------------------
+def build_model(cfg: Any, dataset: RecDataset, max_len: int) -> SeqRecModel:
+    """The model for a config dataclass (embeddings are resolved and validated here)."""
+    if isinstance(cfg, SASRecConfig):
+        return SASRec(dataset.num_items, max_len, cfg)
+    if isinstance(cfg, MmTransformerConfig):
+        text_name = resolve_embedding(dataset, cfg.text_emb, "text", required=True)
+        image_name = resolve_embedding(dataset, cfg.image_emb, "image", required=False)
+        text = load_features(dataset, text_name)
+        image = load_features(dataset, image_name) if image_name else None
+        logger.info("mmtransformer on %s: text=%s image=%s", dataset.name, text_name, image_name or "none")
+        return MmTransformer4Rec(dataset.num_items, max_len, cfg, text, image)
+    if isinstance(cfg, IdGPTConfig):
+        name = (None if cfg.init_text_emb in ("none", "")
+                else resolve_embedding(dataset, cfg.init_text_emb, "text", required=True))
+        text = load_features(dataset, name) if name else None
+        return IdGPT(dataset.num_items, max_len, cfg, text)
+    raise TypeError(f"no model for config {type(cfg).__name__}")
+
+
+def resolved_model_config(name: str, args: argparse.Namespace, dataset: RecDataset) -> Any:
+    cfg = apply_overrides(MODEL_DEFAULTS[name], name, getattr(args, "set", None))
+    # Record which embeddings "auto" picked, so results say what was used.
+    if isinstance(cfg, MmTransformerConfig):
+        cfg = dataclasses.replace(cfg, text_emb=resolve_embedding(dataset, cfg.text_emb, "text", True),
+                                  image_emb=resolve_embedding(dataset, cfg.image_emb, "image", False) or "none")
+    if isinstance(cfg, IdGPTConfig) and cfg.init_text_emb == "auto":
+        cfg = dataclasses.replace(cfg, init_text_emb=resolve_embedding(dataset, "auto", "text", True))
+    return cfg
+
+
+def run_sequence_model(name: str, dataset: RecDataset, budget_minutes: float, args: argparse.Namespace) -> dict[str, Any]:
+    args._dataset_name = dataset.name
+    tcfg = train_config(name, budget_minutes, args)
+    mcfg = resolved_model_config(name, args, dataset)
+    data = sequence_data(dataset, tcfg.max_len)
+    seed_everything(tcfg.seed)
+    model = build_model(mcfg, dataset, tcfg.max_len)
+    run_config = {"model": name, "dataset": dataset.name, "config": dataclasses.asdict(mcfg), "max_len": tcfg.max_len}
+    result = Trainer(model, data, tcfg, run_config=run_config).fit()
+    out: dict[str, Any] = {k: v for k, v in result.test.items() if k != "users"}
+    out.update(train_seconds=round(result.train_seconds, 1), params=result.params, users=result.test["users"],
+               valid={k: v for k, v in result.valid.items() if k != "users"}, steps=result.steps,
+               epochs=round(result.epochs, 2), best_epoch=round(result.best_epoch, 2), stop_reason=result.stop_reason,
+               world_size=result.world_size, model_config=dataclasses.asdict(mcfg),
+               train_config=dataclasses.asdict(tcfg), history=result.history)
+    return out
+
+
+for _name in MODEL_DEFAULTS:
+    register(_name)(lambda dataset, budget, args, _n=_name: run_sequence_model(_n, dataset, budget, args))
+
+
+@register("popularity")
+def run_popularity(dataset: RecDataset, budget_minutes: float, args: argparse.Namespace) -> dict[str, Any]:
+    max_len = getattr(args, "max_len", None) or TrainConfig.max_len
+    data = sequence_data(dataset, max_len)
+    start = time.perf_counter()
+    model = Popularity(data)
+    seconds = time.perf_counter() - start
+    valid = evaluate(model.score, data.valid)
+    test = evaluate(model.score, data.test)
+    out: dict[str, Any] = {k: v for k, v in test.items() if k != "users"}
+    out.update(train_seconds=round(seconds, 1), params=0, users=test["users"],
+               valid={k: v for k, v in valid.items() if k != "users"})
+    return out
+
+
+METRIC_KEYS = [f"HR@{k}" for k in KS] + [f"NDCG@{k}" for k in KS if k > 1]

@@ -1,0 +1,196 @@
+"""Evaluate a trained run: constrained beam search over all test users, HR@K / NDCG@K.
+
+    python -m genrec.evaluate --ckpt log/<run> --dataset Instruments --task seqrec --beams 20
+    accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \\
+        --dynamo_backend no -m genrec.evaluate --ckpt log/<run> --dataset Instruments --task seqimage
+
+Writes (atomically, main process only) ``<run>/eval/<dataset>-<task>-<split>.metrics.json`` and
+``...predictions.jsonl`` (one line per user: user, target, ranked items, their scores = total
+log-probabilities of the beams, and the target's rank, 0 when absent), and prints a table.
+``genrec.fusion`` merges the text and image predictions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from genrec.data.errors import DataError
+from genrec.metrics import format_table, ranks_from_lists
+from genrec.utils.io import atomic_output, atomic_write_json
+
+logger = logging.getLogger("genrec.evaluate")
+
+KS = (1, 5, 10, 20)
+
+
+@dataclass
+class EvalConfig:
+    ckpt: str = ""
+    dataset: str = "Synthetic"
+    task: str = "seqrec"
+    direction: int | None = None
+    split: str = "test"
+    beams: int = 20
+    topk: int = 20
+    batch_size: int = 0          # 0: 32 on CPU, 256 on GPU
+    checkpoint: str = "best"
+    data_root: str | None = None
+    max_users: int = 0           # 0: all users; else a seeded random subset (quick checks)
+    seed: int = 0
+    cpu: bool = False
+    threads: int = 0
+    out_dir: str | None = None   # default <ckpt>/eval
+    progress: bool = True
+    ks: tuple[int, ...] = field(default=KS)
+
+
+def result_stem(dataset: str, task_name: str, split: str) -> str:
+    return f"{dataset}-{task_name}-{split}"
+
+
+def write_predictions(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    with atomic_output(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r) + "\n")
+
+
+def read_predictions(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: predictions not found (run python -m genrec.evaluate first)")
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(path, f"line {lineno}: invalid JSON ({e})") from None
+            for key in ("user_index", "target", "items", "scores"):
+                if key not in rec:
+                    raise DataError(path, f"line {lineno}: missing field {key!r}")
+            if len(rec["items"]) != len(rec["scores"]):
+                raise DataError(path, f"line {lineno}: {len(rec['items'])} items but {len(rec['scores'])} scores")
+            out.append(rec)
+    return out
+
+
+def run_evaluation(cfg: EvalConfig, accelerator=None) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt`` on one dataset/task/split; returns the metrics record (also written)."""
+    from genrec.evaluation import build_sources, evaluate_samples, load_run, task_direction
+    from genrec.tasks import get_task
+
+    if cfg.split not in ("test", "valid"):
+        raise ValueError(f"--split must be test or valid, not {cfg.split!r}")
+    if cfg.beams < 1 or cfg.topk < 1:
+        raise ValueError("--beams and --topk must be >= 1")
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    if accelerator is None:
+        from accelerate import Accelerator
+
+        accelerator = Accelerator(cpu=cfg.cpu or not torch.cuda.is_available())
+    main = accelerator.is_main_process
+    task = get_task(cfg.task)
+    direction, task_name = task_direction(task, cfg.direction)
+    run = load_run(cfg.ckpt, cfg.checkpoint, device=accelerator.device)
+    ds = run.load_dataset(cfg.dataset, cfg.data_root)
+    codes = run.codes(ds)
+    d = task.directions[direction]
+    for modality in (d.source, d.target):
+        if modality not in codes:
+            raise DataError(ds.dir, f"dataset {ds.name} has no {modality} codes, which task {task.name} needs")
+    split = ds.split(run.max_history)
+    samples = split.test if cfg.split == "test" else split.valid
+    if cfg.max_users and cfg.max_users < len(samples):
+        keep = np.sort(np.random.default_rng(cfg.seed).choice(len(samples), cfg.max_users, replace=False))
+        samples = [samples[i] for i in keep]
+    sources = build_sources(run.tokenizer, task, codes, samples, direction)
+    targets = [s.target for s in samples]
+    batch_size = cfg.batch_size or (256 if accelerator.device.type == "cuda" else 32)
+
+    t0 = time.perf_counter()
+    metrics, ranked, scores = evaluate_samples(
+        run.model, run.tokenizer, codes[d.target], sources, targets, beams=cfg.beams, topk=cfg.topk,
+        batch_size=batch_size, ks=cfg.ks, accelerator=accelerator, progress=cfg.progress and main)
+    seconds = time.perf_counter() - t0
+
+    target_codes = codes[d.target]
+    record = {
+        "run": str(run.dir), "model_dir": str(run.model_dir), "dataset": ds.name, "task": task_name,
+        "split": cfg.split, "beams": cfg.beams, "topk": cfg.topk, "users": len(samples),
+        "all_users": cfg.max_users == 0 or cfg.max_users >= ds.num_users,
+        "target_modality": d.target, "code_levels": len(target_codes[0]),
+        "dedup_codes": bool(run.config.get("dedup_codes", True)),
+        "unique_codes": len(set(target_codes)) == len(target_codes),
+        "processes": accelerator.num_processes, "device": str(accelerator.device),
+        "decode_seconds": round(seconds, 3), "users_per_second": round(len(samples) / max(seconds, 1e-9), 2),
+        "metrics": metrics,
+    }
+    if main:
+        out_dir = Path(cfg.out_dir) if cfg.out_dir else run.dir / "eval"
+        stem = result_stem(ds.name, task_name, cfg.split)
+        ranks = ranks_from_lists(ranked, targets)
+        write_predictions(out_dir / f"{stem}.predictions.jsonl", [
+            {"user": ds.users[s.user], "user_index": s.user, "target": s.target, "rank": int(r),
+             "items": items, "scores": [round(x, 6) for x in sc]}
+            for s, items, sc, r in zip(samples, ranked, scores, ranks)])
+        atomic_write_json(out_dir / f"{stem}.metrics.json", record, indent=2)
+        record["files"] = [str(out_dir / f"{stem}.metrics.json"), str(out_dir / f"{stem}.predictions.jsonl")]
+    accelerator.wait_for_everyone()
+    return record
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = EvalConfig()
+    p = argparse.ArgumentParser(prog="python -m genrec.evaluate", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="run folder log/<run> (config.json, tokenizer/, best/)")
+    p.add_argument("--dataset", default=d.dataset, help="dataset name under the data root")
+    p.add_argument("--task", default=d.task, help="sequence task: seqrec (text), seqimage (image), ...")
+    p.add_argument("--direction", type=int, default=None, help="direction of a two-way fusion task (0 or 1)")
+    p.add_argument("--split", default=d.split, choices=["test", "valid"])
+    p.add_argument("--beams", type=int, default=d.beams, help="beam size")
+    p.add_argument("--topk", type=int, default=d.topk, help="items kept per user (<= beams unless codes are shared)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="users per decoding batch (0: auto)")
+    p.add_argument("--checkpoint", default=d.checkpoint, help="best, last, or a sub-folder of the run")
+    p.add_argument("--data-root", default=None, help="override the run's data root")
+    p.add_argument("--max-users", type=int, default=d.max_users, help="evaluate a random subset (0 = all users)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the --max-users subset")
+    p.add_argument("--cpu", action="store_true", help="decode on the CPU even when a GPU is present")
+    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0 = default)")
+    p.add_argument("--out-dir", default=None, help="where to write results (default <ckpt>/eval)")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = EvalConfig(**{k: v for k, v in vars(args).items() if k in EvalConfig.__dataclass_fields__})
+    try:
+        record = run_evaluation(cfg)
+    except (DataError, ValueError, FileNotFoundError) as e:
+        print(f"genrec.evaluate: error: {e}", file=sys.stderr)
+        return 2
+    if "files" in record:
+        name = f"{record['dataset']} {record['task']} ({record['split']}, {record['users']} users)"
+        print(format_table({name: record["metrics"]}, ks=KS))
+        print(f"{record['users_per_second']} users/s; wrote {record['files'][0]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

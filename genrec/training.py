@@ -1,0 +1,905 @@
+"""The one training loop behind ``genrec/pretrain.py`` and ``genrec/finetune.py`` (Hugging Face Accelerate).
+
+An optimizer step consumes one *global batch* of ``batch_size`` examples, the same for any number
+of processes and any micro-batch size: the batch is sorted by source length and cut into
+micro-batches (dynamic padding wastes little), each process takes its share, and every
+micro-batch's summed token cross-entropy is divided by the number of target tokens of the whole
+global batch. Gradients are therefore exactly those of one big batch (not a mean of micro-batch
+means, the gradient-accumulation bug the published code hit after transformers 4.45), and one
+process with accumulation matches several processes.
+
+Run folder ``<output_dir>/<run>/``: ``config.json``, ``tokenizer/``, ``best/`` (model +
+``trainer_state.json``), ``checkpoints/last/`` (model, optimizer, scheduler, step, RNG states,
+config; written atomically; ``--resume`` continues from it), ``metrics.jsonl``, ``curve.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from genrec.data.errors import DataError
+from genrec.data_pipeline import (
+    DatasetData, Encoded, Part, TrainSet, build_dataset_data, collate, default_cache_dir, shard_step,
+)
+from genrec.tasks import parse_tasks, resolve_tasks
+from genrec.tokenizer import VocabConfig, build_tokenizer, load_tokenizer
+from genrec.utils.io import append_jsonl, atomic_dir, atomic_output, atomic_write_json, atomic_write_text
+
+logger = logging.getLogger("genrec.training")
+
+FINETUNE_TASKS = ["seqrec", "seqimage", "item2image", "image2item", "fusionseqrec"]
+SCHEDULERS = {"cosine": "cosine", "constant": "constant_with_warmup", "linear": "linear"}
+SELECT_METRICS = ("valid_loss", "ndcg@10")
+PRECISIONS = ("auto", "no", "fp16", "bf16")
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; saved as ``config.json``. CLI flags override the mode defaults."""
+
+    mode: str = field(default="finetune", metadata=_help("pretrain or finetune (set by the entry point)"))
+    datasets: list[str] = field(default_factory=lambda: ["Synthetic"], metadata=_help("comma-separated dataset names"))
+    data_root: str = field(default="data", metadata=_help("folder holding <dataset>/ folders"))
+    text_codes: str | None = field(default=None, metadata=_help("explicit text code file (one dataset only)"))
+    image_codes: str | None = field(default=None, metadata=_help("explicit image code file (one dataset only)"))
+    tasks: list[str] = field(default_factory=lambda: list(FINETUNE_TASKS), metadata=_help("comma-separated task names"))
+    max_history: int = field(default=20, metadata=_help("keep the most recent N history items (0 = all)"))
+    dedup_codes: bool = field(default=True, metadata=_help("append a dedup token to codes shared by several items"))
+    preset: str = field(default="paper", metadata=_help("model size: paper, small or tiny (ignored with --init)"))
+    dropout: float | None = field(default=None, metadata=_help("override the model's dropout rate"))
+    init: str | None = field(default=None, metadata=_help("start from this run folder (log/<run>) or model folder"))
+    output_dir: str = field(default="log", metadata=_help("runs are written to <output_dir>/<run>/"))
+    run: str | None = field(default=None, metadata=_help("run name (default: <mode>-<datasets>-<time>)"))
+    seed: int = field(default=42, metadata=_help("seed of initialisation, batch order, fusion coins and dropout"))
+    epochs: int = field(default=200, metadata=_help("number of epochs"))
+    max_steps: int = field(default=0, metadata=_help("total optimizer steps; overrides epochs when > 0"))
+    time_budget_minutes: float = field(default=0.0, metadata=_help("stop (evaluate, checkpoint) after this much training time"))
+    stop_after_steps: int = field(default=0, metadata=_help("stop this invocation after N steps with a checkpoint, as if interrupted"))
+    batch_size: int = field(default=1024, metadata=_help("examples per optimizer step, all processes and micro-batches together"))
+    micro_batch_size: int = field(default=256, metadata=_help("most examples per forward pass per process (accumulation when smaller)"))
+    lr: float = field(default=5e-4, metadata=_help("peak learning rate"))
+    weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay (not on norms)"))
+    adam_beta1: float = field(default=0.9, metadata=_help("AdamW beta1"))
+    adam_beta2: float = field(default=0.999, metadata=_help("AdamW beta2"))
+    adam_eps: float = field(default=1e-8, metadata=_help("AdamW epsilon"))
+    scheduler: str = field(default="cosine", metadata=_help("after warmup: cosine, constant or linear"))
+    warmup_ratio: float = field(default=0.01, metadata=_help("warmup as a share of all steps"))
+    warmup_epochs: float = field(default=0.0, metadata=_help("warmup in epochs; overrides --warmup-ratio when > 0"))
+    max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping norm (0 = off)"))
+    mixed_precision: str = field(default="auto", metadata=_help("auto (bf16/fp16 on a GPU that has it, fp32 on CPU), no, fp16, bf16"))
+    group_by_length: bool = field(default=False, metadata=_help("also group whole batches by length (HF-style); micro-batches are always length-sorted"))
+    num_threads: int = field(default=0, metadata=_help("torch CPU threads (0 = torch's default)"))
+    cpu: bool = field(default=False, metadata=_help("train on the CPU even when a GPU is present"))
+    select_metric: str = field(default="ndcg@10", metadata=_help("keep the best checkpoint by valid_loss or ndcg@10"))
+    patience: int = field(default=10, metadata=_help("stop after N evaluations without improvement (0 = never)"))
+    eval_every_epochs: int = field(default=1, metadata=_help("evaluate every N epochs (0 = no evaluation)"))
+    eval_every_steps: int = field(default=0, metadata=_help("also evaluate every N steps (0 = off)"))
+    valid_users: int = field(default=0, metadata=_help("validation loss on this many users per dataset (0 = all)"))
+    eval_users: int = field(default=1000, metadata=_help("validation NDCG@10 on this many users per dataset (0 = all)"))
+    eval_tasks: list[str] = field(default_factory=list, metadata=_help("tasks scored by NDCG@10 (default: seqrec)"))
+    eval_beams: int = field(default=20, metadata=_help("beam size of the validation NDCG@10"))
+    eval_batch_size: int = field(default=256, metadata=_help("examples per forward pass in evaluation"))
+    save_every_steps: int = field(default=0, metadata=_help("also checkpoint every N steps (0 = each epoch and at the end)"))
+    log_every_steps: int = field(default=10, metadata=_help("log the training loss every N steps"))
+    cache_dir: str | None = field(default="auto", metadata=_help("token cache folder: auto ($GENREC_CACHE or ~/.cache/genrec), a path, or none"))
+    codes_per_level: int = field(default=256, metadata=_help("code tokens per level in the vocabulary"))
+    dedup_tokens: int = field(default=64, metadata=_help("dedup tokens <e_k>/<E_k> in the vocabulary"))
+    progress: bool = field(default=True, metadata=_help("show a progress bar (main process only)"))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            logger.warning("ignoring unknown config keys %s", unknown)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+MODE_DEFAULTS: dict[str, dict[str, Any]] = {
+    # MQL4GRec pretraining: effective batch 8192, lr 1e-3, 30 epochs, one-epoch warmup then constant,
+    # best checkpoint by validation loss, no early stopping.
+    "pretrain": dict(mode="pretrain", tasks=["seqrec", "seqimage"], lr=1e-3, epochs=30, batch_size=8192,
+                     scheduler="constant", warmup_epochs=1.0, warmup_ratio=0.0, select_metric="valid_loss", patience=0),
+    # Finetuning: lr 5e-4, up to 200 epochs, cosine, warmup ratio 0.01, patience 10, select on NDCG@10.
+    "finetune": dict(mode="finetune", tasks=list(FINETUNE_TASKS), lr=5e-4, epochs=200, batch_size=1024,
+                     scheduler="cosine", warmup_ratio=0.01, select_metric="ndcg@10", patience=10),
+}
+
+
+def default_config(mode: str, **overrides) -> TrainConfig:
+    return TrainConfig(**{**MODE_DEFAULTS[mode], **overrides})
+
+
+# -- validation ------------------------------------------------------------------------------
+def check_config(cfg: TrainConfig) -> None:
+    """Raise ValueError on settings that cannot work, before anything is loaded or written."""
+    if cfg.mode not in MODE_DEFAULTS:
+        raise ValueError(f"unknown mode {cfg.mode!r}")
+    if not cfg.datasets:
+        raise ValueError("no datasets given")
+    if len(set(cfg.datasets)) != len(cfg.datasets):
+        raise ValueError(f"a dataset is listed twice: {cfg.datasets}")
+    if (cfg.text_codes or cfg.image_codes) and len(cfg.datasets) > 1:
+        raise ValueError("--text-codes/--image-codes name one file, so they need exactly one dataset")
+    parse_tasks(cfg.tasks)
+    for name in cfg.eval_tasks:
+        if name not in cfg.tasks:
+            raise ValueError(f"eval task {name!r} is not one of the training tasks {cfg.tasks}")
+    positive = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "micro_batch_size": cfg.micro_batch_size,
+                "eval_batch_size": cfg.eval_batch_size, "eval_beams": cfg.eval_beams, "log_every_steps": cfg.log_every_steps}
+    for name, value in positive.items():
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    nonneg = {"max_steps": cfg.max_steps, "time_budget_minutes": cfg.time_budget_minutes, "patience": cfg.patience,
+              "stop_after_steps": cfg.stop_after_steps, "max_history": cfg.max_history, "warmup_epochs": cfg.warmup_epochs,
+              "eval_every_epochs": cfg.eval_every_epochs, "eval_every_steps": cfg.eval_every_steps,
+              "save_every_steps": cfg.save_every_steps, "valid_users": cfg.valid_users, "eval_users": cfg.eval_users,
+              "weight_decay": cfg.weight_decay, "max_grad_norm": cfg.max_grad_norm, "num_threads": cfg.num_threads}
+    for name, value in nonneg.items():
+        if value < 0:
+            raise ValueError(f"{name} must not be negative, got {value}")
+    if not cfg.lr > 0:
+        raise ValueError(f"lr must be positive, got {cfg.lr}")
+    if not 0 <= cfg.warmup_ratio < 1:
+        raise ValueError(f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
+    if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
+    if cfg.scheduler not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {cfg.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
+    if cfg.select_metric not in SELECT_METRICS:
+        raise ValueError(f"unknown select metric {cfg.select_metric!r}; choose from {', '.join(SELECT_METRICS)}")
+    if cfg.mixed_precision not in PRECISIONS:
+        raise ValueError(f"unknown mixed precision {cfg.mixed_precision!r}; choose from {', '.join(PRECISIONS)}")
+    if cfg.init is None:
+        from genrec.model import PRESETS
+
+        if cfg.preset not in PRESETS:
+            raise ValueError(f"unknown model preset {cfg.preset!r}; choose from {', '.join(sorted(PRESETS))}")
+
+
+def resolve_precision(requested: str, on_gpu: bool) -> str:
+    """bf16 where the GPU has it, else fp16 on a GPU, fp32 on CPU; bf16 on CPU is refused (about 12x slower)."""
+    if not on_gpu:
+        if requested in ("bf16", "fp16"):
+            raise ValueError(f"mixed precision {requested} needs a GPU (on this CPU it is slower than fp32); use --mixed-precision no")
+        return "no"
+    if requested == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if requested == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ValueError("this GPU does not support bf16; use --mixed-precision fp16 or no")
+    return requested
+
+
+# -- init / resume locations -----------------------------------------------------------------
+def resolve_init(path: str | Path) -> tuple[Path, Path, dict[str, Any] | None]:
+    """``(model folder, tokenizer folder, training config or None)`` of a run or model folder."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"--init {p}: no such run or model folder")
+    run_config = None
+    if (p / "best" / "config.json").is_file():
+        model_dir = p / "best"
+    elif (p / "checkpoints" / "last" / "config.json").is_file():
+        model_dir = p / "checkpoints" / "last"
+        logger.warning("--init %s has no best/ model; using its last checkpoint", p)
+    elif any((p / n).is_file() for n in ("model.safetensors", "pytorch_model.bin")):
+        model_dir = p
+    else:
+        raise FileNotFoundError(f"--init {p}: no model found (expected best/, checkpoints/last/ or model.safetensors)")
+    for cand in (p / "tokenizer", model_dir / "tokenizer", model_dir, p.parent / "tokenizer"):
+        if (cand / "tokenizer.json").is_file():
+            tok_dir = cand
+            break
+    else:
+        raise FileNotFoundError(f"--init {p}: no tokenizer saved with the model (expected {p / 'tokenizer'})")
+    if (p / "config.json").is_file() and (p / "best").is_dir():
+        run_config = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    return model_dir, tok_dir, run_config
+
+
+def check_same_tokenizer(expected, loaded, where: str) -> None:
+    """The finetune's vocabulary must equal the checkpoint's token for token."""
+    a, b = expected.get_vocab(), loaded.get_vocab()
+    if a == b:
+        return
+    only_a = sorted(set(a) - set(b), key=a.get)[:3]
+    only_b = sorted(set(b) - set(a), key=b.get)[:3]
+    moved = [t for t in a if t in b and a[t] != b[t]][:3]
+    raise ValueError(f"the tokenizer in {where} differs from the one this run builds for its codes "
+                     f"({len(b)} vs {len(a)} tokens; missing there: {only_a}; extra there: {only_b}; "
+                     f"different ids: {moved}); finetune with the same --codes-per-level/--dedup-tokens as the pretraining")
+
+
+# -- data ------------------------------------------------------------------------------------------
+def load_training_data(cfg: TrainConfig, tokenizer, *, first: Callable[[], Any] = contextlib.nullcontext,
+                       write_cache: bool = True) -> list[DatasetData]:
+    """Load every dataset, plan its tasks (image tasks skip datasets without image codes) and encode.
+
+    ``first`` is a context manager under which the cache is built (the main process goes first,
+    the others then read its cache).
+    """
+    from genrec.data import load_dataset
+
+    tasks = parse_tasks(cfg.tasks)
+    datasets = [load_dataset(cfg.data_root, name, text_codes=cfg.text_codes, image_codes=cfg.image_codes)
+                for name in cfg.datasets]
+    plan = resolve_tasks(tasks, datasets)
+    cache = None if (cfg.cache_dir or "none").lower() == "none" else (
+        default_cache_dir() if cfg.cache_dir == "auto" else Path(cfg.cache_dir))
+    out = []
+    for ds in datasets:
+        if not plan[ds.name]:
+            logger.warning("dataset %s trains no task (it lacks the codes every requested task needs)", ds.name)
+            continue
+        with first():
+            out.append(build_dataset_data(ds, plan[ds.name], tokenizer, max_history=cfg.max_history,
+                                          dedup=cfg.dedup_codes, cache_dir=cache, write_cache=write_cache))
+    return out
+
+
+# -- the loop ----------------------------------------------------------------------------------
+@dataclass
+class TrainState:
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    step: int = 0
+    samples: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    last_eval_step: int = -1
+    finished: bool = False
+    stop_reason: str | None = None
+    train_seconds: float = 0.0
+
+
+def _subset(enc: Encoded, idx: np.ndarray) -> Encoded:
+    lens = enc.source_lengths()[idx]
+    offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    src = np.concatenate([enc.source(i) for i in idx]).astype(np.int32) if len(idx) else np.zeros(0, np.int32)
+    return Encoded(src, offsets, np.asarray(enc.tgt[idx]))
+
+
+def subset_part(part: Part, users: np.ndarray | None) -> Part:
+    if users is None:
+        return part
+    idx = np.flatnonzero(np.isin(np.asarray(part.users), users))
+    return Part(part.dataset, part.task, part.split, [_subset(v, idx) for v in part.variants],
+                np.asarray(part.items)[idx], np.asarray(part.users)[idx])
+
+
+def _pick_users(n_users: int, k: int, seed: int, salt: int) -> np.ndarray | None:
+    if k <= 0 or k >= n_users:
+        return None
+    return np.sort(np.random.default_rng([seed, salt]).choice(n_users, size=k, replace=False))
+
+
+def _load_evaluator() -> Callable | None:
+    try:
+        from genrec.evaluation import evaluate_samples
+    except ImportError as e:
+        logger.warning("genrec.evaluation.evaluate_samples is unavailable (%s)", e)
+        return None
+    return evaluate_samples
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Builds everything a run needs from a TrainConfig, then ``fit()`` runs the loop."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False):
+        from accelerate import Accelerator
+        from accelerate.utils import broadcast_object_list
+
+        check_config(cfg)
+        self.cfg = cfg
+        on_gpu = torch.cuda.is_available() and not cfg.cpu
+        precision = resolve_precision(cfg.mixed_precision, on_gpu)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        # cpu=True matters even under a launcher: without it two CPU processes silently train alone.
+        self.acc = Accelerator(cpu=not on_gpu, mixed_precision=precision)
+        self.world, self.rank = self.acc.num_processes, self.acc.process_index
+        self.main = self.acc.is_main_process
+        if self.world > 1:
+            logger.info("distributed run: %d processes (%s)", self.world, self.acc.distributed_type)
+        if cfg.run is None:
+            name = [f"{cfg.mode}-{'_'.join(cfg.datasets)}-{time.strftime('%Y%m%d-%H%M%S')}"]
+            broadcast_object_list(name)
+            cfg.run = name[0]
+        self.run_dir = Path(cfg.output_dir) / cfg.run
+        self.ckpt_dir = self.run_dir / "checkpoints" / "last"
+        if resume and not (self.ckpt_dir / "trainer_state.json").is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint in {self.ckpt_dir}")
+        if not resume and (self.ckpt_dir / "trainer_state.json").is_file():
+            raise ValueError(f"run folder {self.run_dir} already holds a checkpoint; pass --resume to continue it or choose another --run")
+        self.resume = resume
+
+        # tokenizer (and the pretrained model's, which must be identical)
+        self.tokenizer = build_tokenizer(VocabConfig(codes_per_level=cfg.codes_per_level, dedup_tokens=cfg.dedup_tokens))
+        init_model_dir = None
+        if cfg.init:
+            init_model_dir, tok_dir, init_run_cfg = resolve_init(cfg.init)
+            check_same_tokenizer(self.tokenizer, load_tokenizer(tok_dir), str(tok_dir))
+            if init_run_cfg is not None:
+                cfg.preset = init_run_cfg.get("preset", cfg.preset)
+                if init_run_cfg.get("dedup_codes", cfg.dedup_codes) != cfg.dedup_codes:
+                    logger.warning("--init was trained with dedup_codes=%s, this run uses %s",
+                                   init_run_cfg.get("dedup_codes"), cfg.dedup_codes)
+
+        self.data = self._load_data()
+        self.trainset = TrainSet([p for d in self.data for p in d.train], cfg.seed)
+        if len(self.trainset) == 0:
+            raise ValueError(f"empty training set: no training examples for tasks {cfg.tasks} on {cfg.datasets} "
+                             "(every user needs at least 4 interactions for a sequence-task training sample)")
+        if self.main:
+            for d in self.data:
+                sizes = ", ".join(f"{p.task}={len(p)}" for p in d.train)
+                logger.info("%s: training examples %s; validation users %d", d.name, sizes,
+                            max((len(p) for p in d.valid), default=0))
+
+        _seed_everything(cfg.seed)
+        self.model = self._build_model(init_model_dir)
+        self.optimizer = self._build_optimizer()
+        self.steps_per_epoch = len(self._epoch_batches(0).batches)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"empty training set: {len(self.trainset)} examples make no batch of at least {self.world} examples")
+        self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        warmup = round(cfg.warmup_epochs * self.steps_per_epoch) if cfg.warmup_epochs > 0 else math.ceil(cfg.warmup_ratio * self.total_steps)
+        self.warmup_steps = min(warmup, self.total_steps)
+        from transformers import get_scheduler
+
+        # The scheduler is not handed to accelerate: its wrapper steps once per process, but one
+        # of our steps is already a whole global batch.
+        self.scheduler = get_scheduler(SCHEDULERS[cfg.scheduler], self.optimizer,
+                                       num_warmup_steps=self.warmup_steps, num_training_steps=self.total_steps)
+        self.model, self.optimizer = self.acc.prepare(self.model, self.optimizer)
+        self.state = TrainState()
+        self.evaluator = None
+        self._prepare_validation()
+        if resume:
+            self._load_checkpoint()
+        elif self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.run_dir / "config.json", cfg.to_json(), indent=2)
+            with atomic_dir(self.run_dir / "tokenizer") as tmp:
+                self.tokenizer.save_pretrained(str(tmp))
+            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        self.acc.wait_for_everyone()
+
+    # -- setup ------------------------------------------------------------------------------
+    def _load_data(self) -> list[DatasetData]:
+        return load_training_data(self.cfg, self.tokenizer, first=self.acc.main_process_first, write_cache=self.main)
+
+    def _build_model(self, init_model_dir: Path | None):
+        from transformers import T5ForConditionalGeneration
+
+        from genrec.model import build_model
+
+        cfg = self.cfg
+        if self.resume:
+            model = T5ForConditionalGeneration.from_pretrained(str(self.ckpt_dir))
+        elif init_model_dir is not None:
+            model = T5ForConditionalGeneration.from_pretrained(str(init_model_dir))
+            logger.info("initialised from %s", init_model_dir)
+        else:
+            overrides = {} if cfg.dropout is None else {"dropout_rate": cfg.dropout}
+            model = build_model(cfg.preset, self.tokenizer, **overrides)
+        if model.config.vocab_size != len(self.tokenizer):
+            raise ValueError(f"model vocabulary ({model.config.vocab_size}) differs from the tokenizer ({len(self.tokenizer)})")
+        if cfg.dropout is not None:
+            model.config.dropout_rate = cfg.dropout
+            for m in model.modules():
+                if isinstance(m, torch.nn.Dropout):
+                    m.p = cfg.dropout
+        if self.main:
+            logger.info("model: %.2fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
+        return model
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        kwargs = dict(lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
+        try:
+            # one fused kernel per step on CPU and GPU (torch >= 2.4)
+            return torch.optim.AdamW(groups, fused=True, **kwargs)
+        except (RuntimeError, TypeError):
+            return torch.optim.AdamW(groups, foreach=True, **kwargs)
+
+    def _epoch_batches(self, epoch: int) -> "_EpochPlan":
+        choice = self.trainset.variant_choice(epoch)
+        batches = self.trainset.batches(epoch, self.cfg.batch_size, self.cfg.group_by_length, choice)
+        # every process needs at least one example of a global batch (only a tiny last batch can miss)
+        kept = [b for b in batches if len(b) >= self.world]
+        return _EpochPlan(kept, choice)
+
+    def _prepare_validation(self) -> None:
+        cfg = self.cfg
+        self.valid_parts: list[Part] = []
+        self.eval_sets: list[tuple[str, str, Part, DatasetData]] = []
+        for k, d in enumerate(self.data):
+            n_users = max((int(np.max(p.users)) + 1 for p in d.valid if len(p)), default=0)
+            loss_users = _pick_users(n_users, cfg.valid_users, cfg.seed, 2 * k)
+            self.valid_parts += [subset_part(p, loss_users) for p in d.valid]
+            if cfg.eval_every_epochs == 0 and cfg.eval_every_steps == 0:
+                continue
+            names = cfg.eval_tasks or (["seqrec"] if "seqrec" in [t.name for t in d.tasks] else
+                                       [t.name for t in d.tasks if t.kind == "seq"][:1])
+            rank_users = _pick_users(n_users, cfg.eval_users, cfg.seed, 2 * k + 1)
+            for p in d.valid:
+                if p.task in names:
+                    self.eval_sets.append((d.name, p.task, subset_part(p, rank_users), d))
+        self.select = cfg.select_metric
+        if self.select == "ndcg@10":
+            self.evaluator = _load_evaluator() if self.eval_sets else None
+            if self.evaluator is None:
+                logger.warning("validation NDCG@10 is unavailable (no evaluator or no sequence task); "
+                               "selecting the best checkpoint by valid_loss")
+                self.select = "valid_loss"
+
+    # -- one optimizer step ------------------------------------------------------------------
+    def _forward_sum(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        batch = {k: v.to(self.acc.device, non_blocking=True) for k, v in batch.items()}
+        labels = batch.pop("labels")
+        with self.acc.autocast():
+            logits = model(**batch).logits
+        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1),
+                               ignore_index=-100, reduction="sum")
+
+    def _step(self, idx: np.ndarray, choice: np.ndarray, lengths: np.ndarray) -> tuple[torch.Tensor, float | None]:
+        """Forward/backward every micro-batch of this process, then one optimizer step."""
+        model = self.model
+        model.train()
+        n_tokens = self.trainset.target_tokens(idx, choice)
+        micro = shard_step(idx, lengths, self.world, self.rank, self.cfg.micro_batch_size)
+        total = torch.zeros((), device=self.acc.device)
+        pad = self.tokenizer.pad_token_id
+        for k, mb in enumerate(micro):
+            srcs, tgts = self.trainset.examples(mb, choice)
+            batch = collate(srcs, tgts, pad_id=pad, decoder_start_id=pad)
+            # gradients are all-reduced once, after the last micro-batch of the step
+            ctx = contextlib.nullcontext() if k == len(micro) - 1 else self.acc.no_sync(model)
+            with ctx:
+                loss_sum = self._forward_sum(model, batch)
+                # DDP averages over processes, so scale by world / global token count
+                self.acc.backward(loss_sum * (self.world / n_tokens))
+            total += loss_sum.detach()
+        grad_norm = None
+        if self.cfg.max_grad_norm > 0:
+            grad_norm = float(self.acc.clip_grad_norm_(model.parameters(), self.cfg.max_grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total, grad_norm
+
+    # -- evaluation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        model = self.acc.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        out: dict[str, float] = {}
+        pad = self.tokenizer.pad_token_id
+        sums = []
+        for part in self.valid_parts:
+            for v, enc in enumerate(part.variants):
+                n = len(enc)
+                order = np.argsort(-enc.source_lengths(), kind="stable")
+                chunks = [order[i:i + self.cfg.eval_batch_size] for i in range(0, n, self.cfg.eval_batch_size)]
+                s = torch.zeros(2, dtype=torch.float64, device=self.acc.device)
+                for c in chunks[self.rank::self.world]:
+                    batch = collate([enc.source(i) for i in c], [enc.tgt[i] for i in c], pad_id=pad, decoder_start_id=pad)
+                    s[0] += self._forward_sum(model, batch).double()
+                    s[1] += float(enc.tgt[c].size)
+                sums.append(((part.dataset, part.task, v, len(part.variants)), s))
+        if sums:
+            stacked = self.acc.reduce(torch.stack([s for _, s in sums]), reduction="sum").cpu()
+            per_task: dict[tuple[str, str], list[float]] = {}
+            for ((ds, task, _v, _nv), _), (loss, tok) in zip(sums, stacked.tolist()):
+                acc = per_task.setdefault((ds, task), [0.0, 0.0])
+                acc[0] += loss
+                acc[1] += tok
+            total = [0.0, 0.0]
+            for (ds, task), (loss, tok) in per_task.items():
+                if tok:
+                    out[f"valid_loss/{ds}/{task}"] = loss / tok
+                total[0] += loss
+                total[1] += tok
+            if total[1]:
+                out["valid_loss"] = total[0] / total[1]
+        if self.evaluator is not None:
+            scores = []
+            for ds, task, part, d in self.eval_sets:
+                if not len(part):
+                    continue
+                target_modality = next(t for t in d.tasks if t.name == task).directions[0].target
+                metrics, _, _ = self.evaluator(
+                    model, self.tokenizer, d.codes[target_modality], part.variants[0].sources(),
+                    [int(i) for i in part.items], beams=self.cfg.eval_beams, topk=self.cfg.eval_beams,
+                    batch_size=max(1, self.cfg.eval_batch_size // 4), ks=(1, 5, 10),
+                    accelerator=self.acc if self.world > 1 else None)
+                for k in ("HR@10", "NDCG@10"):
+                    out[f"valid_{k}/{ds}/{task}"] = float(metrics[k])
+                scores.append(float(metrics["NDCG@10"]))
+            if scores:
+                out["valid_NDCG@10"] = float(np.mean(scores))
+        if was_training:
+            model.train()
+        return out
+
+    def _selected(self, metrics: dict[str, float]) -> float | None:
+        return metrics.get("valid_loss") if self.select == "valid_loss" else metrics.get("valid_NDCG@10")
+
+    def _better(self, value: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        return value < best if self.select == "valid_loss" else value > best
+
+    def _run_eval(self, epoch_float: float) -> None:
+        t0 = time.perf_counter()
+        metrics = self.evaluate()
+        st = self.state
+        st.last_eval_step = st.step
+        value = self._selected(metrics)
+        improved = value is not None and self._better(value, st.best_metric)
+        if improved:
+            st.best_metric, st.best_step, st.bad_evals = value, st.step, 0
+            self._save_best(epoch_float, metrics)
+        elif value is not None:
+            st.bad_evals += 1
+        if self.main:
+            record = {"type": "eval", "step": st.step, "epoch": round(epoch_float, 4), **metrics,
+                      "selected": self.select, "best": st.best_metric, "eval_seconds": round(time.perf_counter() - t0, 2)}
+            append_jsonl(self.run_dir / "metrics.jsonl", record)
+            shown = {k: round(v, 4) for k, v in metrics.items() if "/" not in k}
+            logger.info("step %d epoch %.2f: %s%s", st.step, epoch_float, shown, " (best)" if improved else "")
+            self._plot()
+        if value is not None and self.cfg.patience and st.bad_evals >= self.cfg.patience:
+            st.stop_reason = "early_stopping"
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def _save_best(self, epoch_float: float, metrics: dict[str, float]) -> None:
+        if self.main:
+            with atomic_dir(self.run_dir / "best") as tmp:
+                self.acc.unwrap_model(self.model).save_pretrained(str(tmp))
+                atomic_write_json(tmp / "trainer_state.json", {
+                    "epoch": epoch_float, "step": self.state.step, "metric": self.select,
+                    "value": self._selected(metrics), "metrics": metrics}, indent=2)
+        self.acc.wait_for_everyone()
+
+    def save_checkpoint(self) -> None:
+        from accelerate.utils import gather_object
+
+        rng = gather_object([_rng_state()])
+        if self.main:
+            with atomic_dir(self.ckpt_dir) as tmp:
+                self.acc.unwrap_model(self.model).save_pretrained(str(tmp))
+                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+                torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+                if self.acc.scaler is not None:
+                    torch.save(self.acc.scaler.state_dict(), tmp / "scaler.pt")
+                torch.save(rng, tmp / "rng_state.pt")
+                atomic_write_json(tmp / "trainer_state.json", {**asdict(self.state), "world_size": self.world}, indent=2)
+                atomic_write_json(tmp / "train_config.json", self.cfg.to_json(), indent=2)
+        self.acc.wait_for_everyone()
+
+    def _load_checkpoint(self) -> None:
+        d = self.ckpt_dir
+        saved = json.loads((d / "trainer_state.json").read_text(encoding="utf-8"))
+        world = saved.pop("world_size", 1)
+        self.state = TrainState(**{k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(TrainState)}})
+        if not self.state.finished:
+            self.state.stop_reason = None  # the interruption, not a reason to stay stopped
+        self.optimizer.load_state_dict(torch.load(d / "optimizer.pt", map_location="cpu", weights_only=False))
+        self.scheduler.load_state_dict(torch.load(d / "scheduler.pt", map_location="cpu", weights_only=False))
+        if self.acc.scaler is not None and (d / "scaler.pt").is_file():
+            self.acc.scaler.load_state_dict(torch.load(d / "scaler.pt", weights_only=False))
+        rng = torch.load(d / "rng_state.pt", weights_only=False)
+        if world != self.world:
+            logger.warning("checkpoint was written by %d processes, resuming with %d: dropout randomness will differ", world, self.world)
+        _set_rng_state(rng[self.rank % len(rng)])
+        if self.main:
+            # drop log lines written after the checkpoint by the interrupted run
+            path = self.run_dir / "metrics.jsonl"
+            if path.is_file():
+                keep = [ln for ln in path.read_text(encoding="utf-8").splitlines()
+                        if ln.strip() and json.loads(ln).get("step", 0) <= self.state.step]
+                atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+        logger.info("resumed %s at step %d (epoch %d, batch %d)", self.run_dir, self.state.step,
+                    self.state.epoch, self.state.batch_in_epoch)
+
+    # -- logging ---------------------------------------------------------------------------------
+    def _plot(self) -> None:
+        path = self.run_dir / "metrics.jsonl"
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return
+        rows = [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        train = [(r["step"], r["loss"]) for r in rows if r.get("type") == "train"]
+        valid = [(r["step"], r["valid_loss"]) for r in rows if r.get("type") == "eval" and "valid_loss" in r]
+        ndcg = [(r["step"], r["valid_NDCG@10"]) for r in rows if r.get("type") == "eval" and "valid_NDCG@10" in r]
+        fig, axes = plt.subplots(1, 2 if ndcg else 1, figsize=(10 if ndcg else 6, 4), squeeze=False)
+        ax = axes[0][0]
+        if train:
+            ax.plot(*zip(*train), label="train loss")
+        if valid:
+            ax.plot(*zip(*valid), "o-", label="valid loss")
+        ax.set_xlabel("step")
+        ax.set_ylabel("token cross-entropy")
+        ax.legend()
+        ax.set_title(self.cfg.run)
+        if ndcg:
+            axes[0][1].plot(*zip(*ndcg), "o-", color="tab:green")
+            axes[0][1].set_xlabel("step")
+            axes[0][1].set_ylabel("valid NDCG@10")
+        fig.tight_layout()
+        with atomic_output(self.run_dir / "curve.png", suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+        plt.close(fig)
+
+    # -- main loop -------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        cfg, st = self.cfg, self.state
+        if st.finished:
+            logger.info("run %s already finished (%s)", self.run_dir, st.stop_reason)
+            return self._summary(None)
+        from tqdm.auto import tqdm
+
+        stop_signal = {"flag": False}
+        handlers = {}
+        if hasattr(signal, "SIGTERM") and _in_main_thread():
+            def on_signal(signum, _frame):
+                stop_signal["flag"] = True
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                handlers[sig] = signal.signal(sig, on_signal)
+        bar = tqdm(total=self.total_steps, initial=st.step, disable=not (self.main and cfg.progress),
+                   desc=f"{cfg.mode} {cfg.run}", dynamic_ncols=True)
+        start = time.perf_counter()
+        base_seconds = st.train_seconds
+        steps_here = 0
+        interval_loss = torch.zeros((), device=self.acc.device)
+        interval_tokens, interval_samples, interval_t = 0, 0, time.perf_counter()
+        last_loss = None
+        try:
+            while st.stop_reason is None:
+                if st.step >= self.total_steps:
+                    st.stop_reason = "max_steps" if cfg.max_steps else "epochs"
+                    break
+                plan = self._epoch_batches(st.epoch)
+                lengths = self.trainset.source_lengths(plan.choice)
+                while st.batch_in_epoch < len(plan.batches) and st.stop_reason is None:
+                    idx = plan.batches[st.batch_in_epoch]
+                    loss_sum, grad_norm = self._step(idx, plan.choice, lengths)
+                    st.step += 1
+                    st.batch_in_epoch += 1
+                    st.samples += len(idx)
+                    steps_here += 1
+                    interval_loss += loss_sum
+                    interval_tokens += self.trainset.target_tokens(idx, plan.choice)
+                    interval_samples += len(idx)
+                    st.train_seconds = base_seconds + time.perf_counter() - start
+                    epoch_float = st.epoch + st.batch_in_epoch / len(plan.batches)
+                    if st.step % cfg.log_every_steps == 0 or st.step == self.total_steps:
+                        total = float(self.acc.reduce(interval_loss.clone(), reduction="sum"))
+                        now = time.perf_counter()
+                        last_loss = total / max(interval_tokens, 1)
+                        if self.main:
+                            append_jsonl(self.run_dir / "metrics.jsonl", {
+                                "type": "train", "step": st.step, "epoch": round(epoch_float, 4), "loss": last_loss,
+                                "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                                "samples_per_s": interval_samples / max(now - interval_t, 1e-9),
+                                "train_seconds": round(st.train_seconds, 3)})
+                        bar.set_postfix(loss=f"{last_loss:.4f}")
+                        interval_loss.zero_()
+                        interval_tokens, interval_samples, interval_t = 0, 0, now
+                    bar.update(1)
+                    # stop decisions: every process must agree, or a collective would hang
+                    reason = None
+                    if st.step >= self.total_steps:
+                        reason = "max_steps" if cfg.max_steps else "epochs"
+                    elif cfg.stop_after_steps and steps_here >= cfg.stop_after_steps:
+                        reason = "stop_after_steps"
+                    elif self._agree(stop_signal["flag"] or (cfg.time_budget_minutes > 0 and
+                                     time.perf_counter() - start >= cfg.time_budget_minutes * 60)):
+                        reason = "signal" if stop_signal["flag"] else "time_budget"
+                    if st.batch_in_epoch == len(plan.batches):
+                        st.epoch += 1
+                        st.batch_in_epoch = 0
+                        if cfg.eval_every_epochs and st.epoch % cfg.eval_every_epochs == 0:
+                            self._run_eval(float(st.epoch))
+                        if reason is None and st.stop_reason is None:
+                            self.save_checkpoint()
+                    elif cfg.eval_every_steps and st.step % cfg.eval_every_steps == 0:
+                        self._run_eval(epoch_float)
+                    if reason is not None and st.stop_reason is None:
+                        st.stop_reason = reason
+                    if st.stop_reason is None and cfg.save_every_steps and st.step % cfg.save_every_steps == 0:
+                        self.save_checkpoint()
+                    if st.stop_reason is None and st.step >= self.total_steps:
+                        st.stop_reason = "max_steps" if cfg.max_steps else "epochs"
+        finally:
+            bar.close()
+            for sig, h in handlers.items():
+                signal.signal(sig, h)
+        interrupted = st.stop_reason in ("stop_after_steps", "signal", "time_budget")
+        evaluating = cfg.eval_every_epochs or cfg.eval_every_steps
+        # a run that ends between evaluations is evaluated once more, so best/ reflects its end
+        # (not on an interruption: a resumed run must continue exactly as if none happened)
+        if st.stop_reason in ("max_steps", "epochs", "time_budget") and evaluating and st.last_eval_step != st.step:
+            epoch_float = st.epoch + st.batch_in_epoch / max(self.steps_per_epoch, 1)
+            self._run_eval(epoch_float)
+        if not evaluating:
+            self._save_best(float(st.epoch), {})
+        st.finished = not interrupted
+        self.save_checkpoint()
+        if self.main:
+            append_jsonl(self.run_dir / "metrics.jsonl", {"type": "end", "step": st.step, "stop_reason": st.stop_reason,
+                                                          "train_seconds": round(st.train_seconds, 3)})
+            self._plot()
+            logger.info("stopped at step %d (%s); best %s = %s at step %s; run folder %s", st.step, st.stop_reason,
+                        self.select, st.best_metric, st.best_step, self.run_dir)
+        return self._summary(last_loss)
+
+    def _agree(self, flag: bool) -> bool:
+        if self.world == 1:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.acc.device)
+        return bool(self.acc.reduce(t, reduction="sum").item() > 0)
+
+    def _summary(self, last_loss: float | None) -> dict[str, Any]:
+        st = self.state
+        return {"run_dir": str(self.run_dir), "step": st.step, "epoch": st.epoch, "stop_reason": st.stop_reason,
+                "train_loss": last_loss, "best_metric": st.best_metric, "best_step": st.best_step,
+                "select_metric": self.select, "train_seconds": st.train_seconds, "world_size": self.world}
+
+
+@dataclass
+class _EpochPlan:
+    batches: list[np.ndarray]
+    choice: np.ndarray
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
+    """Run (or resume) a training run; returns a summary dict."""
+    return Trainer(cfg, resume=resume).fit()
+
+
+# -- command line --------------------------------------------------------------------------------
+def _list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def build_parser(mode: str) -> argparse.ArgumentParser:
+    """Flags for every TrainConfig field; only flags actually given end up in the namespace."""
+    defaults = default_config(mode)
+    doc = {"pretrain": "Multi-task T5 pretraining on one or more datasets (shared code tokens).",
+           "finetune": "Multi-task T5 finetuning on a target dataset, optionally from a pretrained run."}[mode]
+    p = argparse.ArgumentParser(prog=f"genrec.{mode}", description=doc, argument_default=argparse.SUPPRESS,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "mode":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        help_text = f.metadata.get("help", "") + f" (default: {','.join(default) if isinstance(default, list) else default})"
+        names = [flag]
+        if f.name == "datasets":
+            names.append("--dataset")
+        if isinstance(default, bool):
+            p.add_argument(*names, action=argparse.BooleanOptionalAction, help=help_text)
+        elif isinstance(default, list):
+            p.add_argument(*names, type=_list, dest=f.name, help=help_text)
+        else:
+            typ = {"dropout": float}.get(f.name) or (type(default) if default is not None else str)
+            p.add_argument(*names, type=typ, dest=f.name, help=help_text)
+    p.add_argument("--resume", action="store_true", default=False,
+                   help="continue --run from its last checkpoint (flags given now override the saved config)")
+    p.add_argument("--quick", action="store_true", default=False,
+                   help="small default run: Synthetic dataset, tiny preset, a few epochs")
+    p.add_argument("--log-level", default="INFO", help="logging level")
+    return p
+
+
+QUICK = dict(datasets=["Synthetic"], preset="tiny", epochs=3, batch_size=128, micro_batch_size=128,
+             eval_users=200, eval_beams=10, log_every_steps=5)
+TRAINING_IDENTITY = ("datasets", "tasks", "max_history", "dedup_codes", "preset", "seed", "batch_size", "lr",
+                     "weight_decay", "scheduler", "warmup_ratio", "warmup_epochs", "text_codes", "image_codes")
+
+
+def config_from_args(mode: str, ns: argparse.Namespace) -> tuple[TrainConfig, bool]:
+    given = {k: v for k, v in vars(ns).items() if k not in ("resume", "quick", "log_level")}
+    if ns.resume:
+        run = given.get("run")
+        if not run:
+            raise ValueError("--resume needs --run NAME (the run folder under --output-dir)")
+        saved = Path(given.get("output_dir", "log")) / run / "checkpoints" / "last" / "train_config.json"
+        if not saved.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint in {saved.parent}")
+        base = TrainConfig.from_json(json.loads(saved.read_text(encoding="utf-8")))
+        changed = [k for k in TRAINING_IDENTITY if k in given and given[k] != getattr(base, k)]
+        if changed:
+            logger.warning("resuming with changed settings %s: the run will not match an uninterrupted one", changed)
+        return dataclasses.replace(base, **given), True
+    base = default_config(mode, **(QUICK if ns.quick else {}))
+    return dataclasses.replace(base, **given), False
+
+
+def cli_main(mode: str, argv: Sequence[str] | None = None) -> int:
+    ns = build_parser(mode).parse_args(argv)
+    is_main = os.environ.get("RANK", "0") == "0"
+    logging.basicConfig(level=getattr(logging, str(ns.log_level).upper(), logging.INFO) if is_main else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("transformers", "accelerate", "datasets", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # save_pretrained's per-shard bar
+    try:
+        cfg, resume = config_from_args(mode, ns)
+        result = train(cfg, resume=resume)
+    except (DataError, ValueError, FileNotFoundError) as e:
+        if is_main:
+            print(f"genrec.{mode}: error: {e}", file=sys.stderr)
+        return 2
+    if is_main:
+        print(json.dumps(result))
+    return 0

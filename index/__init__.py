@@ -1,0 +1,1 @@
+"""Item embeddings and semantic-ID quantisation (text and image modalities)."""

@@ -1,0 +1,335 @@
+"""``python -m index.train``: train one semantic-ID quantizer for one modality.
+
+RQ-VAE trains with AdamW; RQ-KMeans is fitted once. Several ``--datasets`` train one shared
+quantizer on all of their items (codes are exported per dataset by ``index.generate_codes``).
+A held-out share of items measures reconstruction; metrics go to ``<run_dir>/metrics.jsonl``,
+checkpoints to ``<run_dir>/best`` and ``<run_dir>/last`` (resumable), the codebook-usage figure to
+``<run_dir>/codebook_usage.png``.
+
+Example::
+
+    python -m index.train --data-root data --dataset Scientific --embedding all-MiniLM-L6-v2 \\
+        --modality text --epochs 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from genrec.data import DataError
+from genrec.utils.io import append_jsonl, atomic_write_json
+from index.checkpoint import load_model, load_training_state, save_checkpoint
+from index.config import (QuantizerConfig, TrainConfig, add_dataclass_args, load_json_config,
+                          overrides_from_args)
+from index.data import EmbeddingSet, load_embedding_set
+from index.metrics import code_stats
+from index.plots import plot_usage
+from index.quantizers import SemanticQuantizer, build_quantizer
+
+logger = logging.getLogger("index.train")
+
+EVAL_CHUNK = 4096
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def split_items(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random held-out items (at least one when holdout > 0 and there are two or more items)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(holdout * n))
+    if holdout > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+@torch.no_grad()
+def evaluate(model: SemanticQuantizer, x: torch.Tensor, val_idx: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+    """Nearest-code statistics over all items, reconstruction on the held-out ones."""
+    was_training = model.training
+    model.eval()
+    codes, recon_err, quant_err = [], [], []
+    for start in range(0, x.shape[0], EVAL_CHUNK):
+        xb = x[start:start + EVAL_CHUNK]
+        out = model.rq(model.latent(xb), balanced=False)
+        recon = model.decode_latent(out.quantized)
+        recon_err.append((recon - xb).pow(2).mean(1))
+        # per item, the value of the quantizer loss: (1 + beta) * mean over levels of |r_l - q_l|^2 / d
+        residual = model.latent(xb)
+        per_level = []
+        for level, cb in enumerate(model.rq.codebooks):
+            q = cb[out.codes[:, level]]
+            per_level.append((residual - q).pow(2).mean(1))
+            residual = residual - q
+        quant_err.append((1 + model.rq.beta) * torch.stack(per_level, 1).mean(1))
+        codes.append(out.codes)
+    model.train(was_training)
+    codes_np = torch.cat(codes).cpu().numpy()
+    recon_all = torch.cat(recon_err).double().cpu().numpy()
+    quant_all = torch.cat(quant_err).double().cpu().numpy()
+    idx = val_idx if len(val_idx) else np.arange(len(recon_all))  # no held-out items: report on all
+    metrics = {
+        "val_recon": float(recon_all[idx].mean()),
+        "val_loss": float(recon_all[idx].mean() + model.cfg.quant_weight * quant_all[idx].mean()),
+        "all_recon": float(recon_all.mean()),
+        **code_stats(codes_np, model.rq.sizes),
+    }
+    return metrics, codes_np
+
+
+def _meta(cfg: TrainConfig, data: EmbeddingSet, n_train: int, n_val: int) -> dict[str, Any]:
+    return {"config": cfg.to_dict(), "input_dim": data.dim, "modality": cfg.modality, "kind": cfg.quantizer.kind,
+            "datasets": data.names, "embedding": cfg.embedding,
+            "items_per_dataset": [b - a for a, b in zip(data.offsets[:-1], data.offsets[1:])],
+            "split": {"train": n_train, "holdout": n_val}}
+
+
+def check_compatible(meta: dict[str, Any], where: Path, modality: str, input_dim: int, kind: str | None = None) -> None:
+    """Refuse a checkpoint trained for another modality, embedding size or strategy."""
+    if meta.get("modality") != modality:
+        raise DataError(where, f"checkpoint is a {meta.get('modality')} quantizer, but --modality is {modality}")
+    if int(meta.get("input_dim", -1)) != input_dim:
+        raise DataError(where, f"checkpoint expects {meta.get('input_dim')}-d embeddings, the data has {input_dim}-d")
+    if kind is not None and meta.get("kind") != kind:
+        raise DataError(where, f"checkpoint is a {meta.get('kind')} quantizer, the config asks for {kind}")
+
+
+def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    total = max(cfg.epochs * steps_per_epoch, 1)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if cfg.scheduler == "cosine":
+            progress = min(1.0, (step - warmup) / max(total - warmup, 1))
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+    return factor
+
+
+@torch.no_grad()
+def restart_dead_codes(model: SemanticQuantizer, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                       seed: int) -> list[int]:
+    """Move codewords that no item of ``x`` (a fixed sample of training items) is nearest to."""
+    was_training = model.training
+    model.eval()
+    z = model.latent(x)
+    model.train(was_training)
+    before = [cb.detach().clone() for cb in model.rq.codebooks]
+    restarted = model.rq.restart_dead_codes(z, torch.Generator().manual_seed(seed))
+    # Forget the moments of moved codewords so Adam does not push them back where they were.
+    for cb, old in zip(model.rq.codebooks, before):
+        moved = (cb.detach() != old).any(dim=1)
+        state = optimizer.state.get(cb, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                state[key][moved] = 0
+    return restarted
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run (or resume) one training; returns a summary with the best metrics and paths."""
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    run_dir = cfg.resolved_run_dir()
+    last_dir, best_dir = run_dir / "last", run_dir / "best"
+    metrics_path = run_dir / "metrics.jsonl"
+    data = load_embedding_set(cfg.data_root, cfg.datasets, cfg.embedding)
+    n = data.x.shape[0]
+    train_idx, val_idx = split_items(n, cfg.holdout, cfg.seed)
+    k = cfg.quantizer.codebook_size
+    if len(train_idx) < k:
+        raise DataError(data.paths[0], f"{len(train_idx)} training items ({n} items, {len(val_idx)} held out) for "
+                        f"{k} codes per level: the k-means init needs at least as many items as codes "
+                        f"(lower --codebook-size or --holdout)")
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+
+    if cfg.resume:
+        if not (last_dir / "config.json").is_file():
+            raise DataError(last_dir, "nothing to resume: no checkpoint in this run folder")
+        model, meta = load_model(last_dir, device)
+        check_compatible(meta, last_dir, cfg.modality, data.dim, cfg.quantizer.kind)
+        if list(meta.get("datasets", [])) != data.names:
+            raise DataError(last_dir, f"checkpoint was trained on {meta.get('datasets')}, not {data.names}")
+        saved_q = TrainConfig.from_dict(meta["config"]).quantizer
+        if saved_q != cfg.quantizer:
+            logger.warning("resuming: quantizer settings come from the checkpoint, ignoring the given ones")
+            cfg.quantizer = saved_q
+    else:
+        model = build_quantizer(cfg.quantizer, data.dim).to(device)
+        if metrics_path.exists():
+            metrics_path.unlink()  # a fresh run starts a fresh log
+    x = torch.from_numpy(data.x).to(device)
+    meta_base = _meta(cfg, data, len(train_idx), len(val_idx))
+
+    # k-means on a random sample of all training items (not the first batch); a no-op on resume
+    # because the persisted ``initialised`` flag is already set.
+    rng = np.random.default_rng(cfg.seed + 1)
+    sample = train_idx if len(train_idx) <= cfg.quantizer.kmeans_samples else \
+        np.sort(rng.choice(train_idx, cfg.quantizer.kmeans_samples, replace=False))
+    t0 = time.perf_counter()
+    if model.fit_codebooks(x[torch.as_tensor(sample, device=device)], torch.Generator().manual_seed(cfg.seed)):
+        logger.info("k-means codebook init on %d items: %.1fs", len(sample), time.perf_counter() - t0)
+    else:
+        logger.info("codebooks already initialised (loaded); skipping k-means")
+
+    best_value, best_epoch, start_epoch, step = math.inf, 0, 0, 0
+    optimizer = scheduler = None
+    steps_per_epoch = max(1, math.ceil(len(train_idx) / cfg.batch_size))
+    if model.trainable:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch))
+        if cfg.resume:
+            state = load_training_state(last_dir, optimizer, scheduler)
+            start_epoch, step = int(state["epoch"]), int(state["step"])
+            best_value, best_epoch = float(state["best_value"]), int(state["best_epoch"])
+            logger.info("resumed %s at epoch %d (step %d)", last_dir, start_epoch, step)
+    epochs = cfg.epochs if model.trainable else 0
+
+    def checkpoint(epoch: int, record: dict[str, Any]) -> None:
+        nonlocal best_value, best_epoch
+        value = record[cfg.best_metric]
+        meta = {**meta_base, "epoch": epoch, "step": step, "metrics": record}
+        if value < best_value or not (best_dir / "config.json").is_file():
+            best_value, best_epoch = value, epoch
+            save_checkpoint(best_dir, model, {**meta, "best_metric": cfg.best_metric})
+        save_checkpoint(last_dir, model, meta, optimizer, scheduler,
+                        {"epoch": epoch, "step": step, "best_value": best_value, "best_epoch": best_epoch})
+
+    train_t = torch.as_tensor(train_idx, device=device)
+    # restarts draw replacement codewords from a fixed random subset of training items
+    sample_t = torch.as_tensor(np.random.default_rng(cfg.seed + 2).permutation(train_idx)[:8192], device=device)
+    t_start = time.perf_counter()
+    evaluated = False
+    if model.trainable and start_epoch == 0 and epochs > 0:
+        # epoch 0: the k-means-initialised model, the reference point for what training adds
+        metrics, _ = evaluate(model, x, val_idx)
+        append_jsonl(metrics_path, {"epoch": 0, "step": 0, **metrics, "elapsed_s": 0.0})
+    with logging_redirect_tqdm():
+        bar = tqdm(range(start_epoch, epochs), desc=f"{cfg.quantizer.kind} {cfg.modality}", unit="epoch",
+                   disable=not cfg.progress, initial=start_epoch, total=epochs)
+        for epoch in bar:
+            model.train()
+            # Per-epoch seeded shuffle: a resumed run sees the same batches as an uninterrupted one.
+            perm = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+            sums = np.zeros(3)
+            seen = 0
+            if cfg.dead_code_restart and epoch > 0 and epoch % cfg.dead_code_restart == 0:
+                # At the start of an epoch and from the current model only, so resuming repeats it.
+                restarted = restart_dead_codes(model, optimizer, x[sample_t], cfg.seed * 7919 + epoch)
+                if any(restarted):
+                    logger.debug("epoch %d: restarted dead codes per level %s", epoch, restarted)
+            for b in range(steps_per_epoch):
+                idx = train_t[perm[b * cfg.batch_size:(b + 1) * cfg.batch_size].to(device)]
+                if cfg.quantizer.batch_norm and len(idx) < 2:
+                    continue  # batch-norm cannot train on a single item
+                out = model(x[idx], balanced=True)
+                optimizer.zero_grad(set_to_none=True)
+                out["loss"].backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                # .item(): accumulate numbers, not graphs (the published loop leaked memory here)
+                sums += len(idx) * np.array([out["loss"].item(), out["recon_loss"].item(), out["quant_loss"].item()])
+                seen += len(idx)
+            done = epoch + 1
+            if done % cfg.eval_every == 0 or done == epochs:
+                metrics, _ = evaluate(model, x, val_idx)
+                record = {"epoch": done, "step": step, "lr": scheduler.get_last_lr()[0],
+                          "train_loss": sums[0] / max(seen, 1), "train_recon": sums[1] / max(seen, 1),
+                          "train_quant": sums[2] / max(seen, 1), **metrics,
+                          "elapsed_s": round(time.perf_counter() - t_start, 3)}
+                append_jsonl(metrics_path, record)
+                checkpoint(done, record)
+                evaluated = True
+                bar.set_postfix(loss=f"{record['train_loss']:.4g}", val=f"{record['val_recon']:.4g}",
+                                coll=f"{record['collision_rate']:.3f}")
+        bar.close()
+    if not evaluated and (not cfg.resume or not (best_dir / "config.json").is_file()):
+        # RQ-KMeans (fitted above), or zero epochs: the initialised model is the result.
+        metrics, _ = evaluate(model, x, val_idx)
+        record = {"epoch": start_epoch, "step": step, **metrics, "elapsed_s": round(time.perf_counter() - t_start, 3)}
+        append_jsonl(metrics_path, record)
+        checkpoint(start_epoch, record)
+    train_time = time.perf_counter() - t_start
+
+    best_model, best_meta = load_model(best_dir, device)
+    best_metrics, best_codes = evaluate(best_model, x, val_idx)
+    plot_usage(best_codes, best_model.rq.sizes, run_dir / "codebook_usage.png",
+               f"{'+'.join(data.names)} {cfg.modality} {cfg.quantizer.kind} (epoch {best_meta['epoch']}, nearest codes)")
+    summary = {"run_dir": str(run_dir), "best_dir": str(best_dir), "best_metric": cfg.best_metric,
+               "best_epoch": best_meta["epoch"], "epochs": epochs, "train_time_s": round(train_time, 3),
+               "device": str(device), "best": best_metrics}
+    atomic_write_json(run_dir / "summary.json", summary, indent=2)
+    return summary
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m index.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=None, help="JSON file with TrainConfig fields (flags override it)")
+    p.add_argument("--dataset", default=None, help="one dataset (same as --datasets NAME)")
+    add_dataclass_args(p, TrainConfig)
+    add_dataclass_args(p, QuantizerConfig)
+    p.add_argument("--verbose", "-v", action="store_true")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    raw = load_json_config(args.config) if args.config else {}
+    raw_q = dict(raw.pop("quantizer", {}) or {})
+    raw_q.update(overrides_from_args(args, QuantizerConfig))
+    raw.update(overrides_from_args(args, TrainConfig))
+    if args.dataset:
+        if raw.get("datasets") and tuple(raw["datasets"]) != (args.dataset,):
+            raise ValueError("give either --dataset or --datasets, not both")
+        raw["datasets"] = (args.dataset,)
+    raw["quantizer"] = raw_q  # built in one go so per-level defaults follow --levels
+    return TrainConfig.from_dict(raw)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        summary = train(config_from_args(args))
+    except (DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    best = summary["best"]
+    print(json.dumps({"run_dir": summary["run_dir"], "best_epoch": summary["best_epoch"],
+                      "train_time_s": summary["train_time_s"], "val_recon": round(best["val_recon"], 6),
+                      "collision_rate": round(best["collision_rate"], 4), "utilisation": best["utilisation"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

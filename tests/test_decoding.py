@@ -1,0 +1,184 @@
+"""The batched trie-constrained beam search returns exactly generate's beams (random T5s, random codes)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from genrec.data import format_code, make_codes_unique
+from genrec.decoding import CodeTrie, beam_search, generate_with_trie, pad_sources
+from genrec.model import build_model
+from genrec.tokenizer import build_tokenizer, code_token_ids
+
+TOL = 2e-4   # absolute, on total log-probabilities
+RTOL = 2e-5  # relative: peaked models have logits in the hundreds, float32 rounding grows with them
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer()
+
+
+def _model(tok, preset="tiny", seed=0, factor=1.0):
+    torch.manual_seed(seed)
+    m = build_model(preset, tok, initializer_factor=factor)
+    return m.eval()
+
+
+def _random_codes(rng, n, per_level, modality="text"):
+    return [format_code([rng.integers(0, k) for k in per_level], modality) for _ in range(n)]
+
+
+def _sources(tok, rng, n, max_len=25):
+    lo, hi = 3, len(tok)
+    return [rng.integers(lo, hi, size=int(rng.integers(2, max_len))).tolist() + [tok.eos_token_id] for _ in range(n)]
+
+
+def _assert_same(fast, ref, tol=TOL):
+    """Same beams in the same order; scores equal within ``tol``. Where two scores are closer than
+    ``tol`` their order is float noise, so those positions compare as sets."""
+    assert fast.leaves.shape == ref.leaves.shape
+    valid_f, valid_r = fast.leaves >= 0, ref.leaves >= 0
+    assert torch.equal(valid_f, valid_r)
+    assert torch.allclose(fast.scores[valid_f], ref.scores[valid_r], atol=tol, rtol=RTOL)
+    for b in range(fast.leaves.shape[0]):
+        lf, lr = fast.leaves[b][valid_f[b]].tolist(), ref.leaves[b][valid_r[b]].tolist()
+        sf = fast.scores[b][valid_f[b]].tolist()
+        assert len(set(lf)) == len(lf), "a leaf returned twice"
+        if lf == lr:
+            continue
+        i = 0
+        while i < len(lf):  # group near-tied positions
+            j = i + 1
+            while j < len(lf) and abs(sf[j] - sf[j - 1]) < tol + RTOL * abs(sf[j]):
+                j += 1
+            assert sorted(lf[i:j]) == sorted(lr[i:j]), f"user {b}: beams differ at positions {i}..{j - 1}"
+            i = j
+
+
+def _check_against_generate(model, tok, codes, sources, beams):
+    trie = CodeTrie.from_codes(tok, codes)
+    ids, mask = pad_sources(sources, tok.pad_token_id)
+    fast = beam_search(model, ids, mask, trie, beams)
+    ref = generate_with_trie(model, ids, mask, trie, beams)
+    _assert_same(fast, ref)
+    return trie, fast, ref
+
+
+def test_trie_tables_by_hand():
+    codes = torch.tensor([[10, 20, 30], [10, 20, 31], [10, 21, 30], [11, 20, 30], [10, 20, 30]])
+    trie = CodeTrie.from_token_ids(codes)
+    assert trie.levels == 3 and trie.num_leaves == 4 and not trie.unique
+    assert trie.level_tokens[0].tolist() == [10, 11]
+    assert trie.children[0].tolist() == [[0, 1]]             # root -> prefixes (10,) and (11,)
+    assert trie.level_tokens[1].tolist() == [20, 21]
+    assert trie.children[1].tolist() == [[0, 1], [2, -1]]    # (11, 21) does not exist
+    # leaves 0..3 = (10,20,30) (10,20,31) (10,21,30) (11,20,30); items 0 and 4 share leaf 0
+    assert trie.leaf_code.tolist() == [[10, 20, 30], [10, 20, 31], [10, 21, 30], [11, 20, 30]]
+    assert trie.items_of(0) == [0, 4] and trie.items_of(3) == [3]
+    assert trie.item_leaf.tolist() == [0, 1, 2, 3, 0]
+    table = trie.prefix_table(start_id=0, eos_id=1)
+    assert table[(0,)] == [10, 11] and table[(0, 10, 20)] == [30, 31] and table[(0, 11, 20, 30)] == [1]
+    with pytest.raises(ValueError):
+        CodeTrie.from_token_ids(np.zeros((0, 3), dtype=np.int64))
+
+
+@pytest.mark.parametrize("seed,factor", [(0, 1.0), (1, 4.0), (2, 1.0)])
+def test_matches_generate_random_codes(tok, seed, factor):
+    rng = np.random.default_rng(seed)
+    model = _model(tok, "tiny", seed, factor)
+    codes = list(dict.fromkeys(_random_codes(rng, 300, [16, 16, 256, 256])))
+    _check_against_generate(model, tok, codes, _sources(tok, rng, 5), beams=8)
+
+
+def test_matches_generate_shared_prefixes_and_dedup_level(tok):
+    """Few distinct tokens at the first levels (heavy prefix sharing) and duplicated codes made unique
+    with a fifth dedup token; a deeper model and 20 beams."""
+    rng = np.random.default_rng(3)
+    model = _model(tok, "small", 3, 2.0)
+    codes = _random_codes(rng, 400, [3, 2, 4, 6])  # 144 possible codes for 400 items: many duplicates
+    unique, n_dup = make_codes_unique(codes)
+    assert n_dup > 0 and len(unique[0]) == 5
+    trie, fast, _ = _check_against_generate(model, tok, unique, _sources(tok, rng, 6, 40), beams=20)
+    assert trie.unique and trie.levels == 5
+    assert (fast.leaves >= 0).all()
+
+
+def test_image_codes_and_batch_of_one(tok):
+    rng = np.random.default_rng(4)
+    model = _model(tok, "tiny", 4, 3.0)
+    codes = list(dict.fromkeys(_random_codes(rng, 150, [8, 8, 8, 8], "image")))
+    _check_against_generate(model, tok, codes, _sources(tok, rng, 1), beams=10)
+
+
+@pytest.mark.parametrize("n_items", [1, 3, 7])
+def test_fewer_valid_codes_than_beams(tok, n_items):
+    rng = np.random.default_rng(5 + n_items)
+    model = _model(tok, "tiny", 5, 2.0)
+    codes = list(dict.fromkeys(_random_codes(rng, n_items, [2, 2, 3, 3])))
+    trie, fast, ref = _check_against_generate(model, tok, codes, _sources(tok, rng, 3), beams=10)
+    n = len(codes)
+    assert ((fast.leaves >= 0).sum(dim=1) == n).all()        # every valid code, once
+    assert torch.isinf(fast.scores[:, n:]).all() and (fast.leaves[:, n:] == -1).all()
+    for row in fast.leaves[:, :n]:
+        assert sorted(row.tolist()) == list(range(n))
+
+
+def test_scores_equal_teacher_forced_log_probs(tok):
+    """Each beam's score is the full-vocabulary log-probability of its code plus </s>; generate's
+    sequences_scores are that total divided by the number of generated tokens."""
+    rng = np.random.default_rng(6)
+    model = _model(tok, "tiny", 6, 2.0)
+    codes = list(dict.fromkeys(_random_codes(rng, 200, [8, 8, 8, 8])))
+    trie = CodeTrie.from_codes(tok, codes)
+    sources = _sources(tok, rng, 2)
+    ids, mask = pad_sources(sources)
+    res = beam_search(model, ids, mask, trie, 6)
+    for b in range(2):
+        for k in range(6):
+            code = trie.leaf_code[res.leaves[b, k]].tolist() + [tok.eos_token_id]
+            labels = torch.tensor([code])
+            with torch.no_grad():
+                logits = model(input_ids=ids[b:b + 1, :len(sources[b])], labels=labels).logits
+            lp = torch.log_softmax(logits[0], -1).gather(1, labels.T).sum().item()
+            assert lp == pytest.approx(res.scores[b, k].item(), abs=TOL)
+    assert torch.allclose(res.generate_scores(), res.scores / (trie.levels + 1))
+
+
+def test_restores_training_mode_and_rejects_bad_input(tok):
+    model = _model(tok, "tiny", 7)
+    model.train()
+    codes = _random_codes(np.random.default_rng(7), 20, [4, 4, 4, 4])
+    trie = CodeTrie.from_codes(tok, list(dict.fromkeys(codes)))
+    ids, mask = pad_sources([[5, 6, 1]])
+    a = beam_search(model, ids, mask, trie, 4)
+    assert model.training  # restored
+    b = beam_search(model.eval(), ids, mask, trie, 4)
+    assert torch.equal(a.leaves, b.leaves)  # dropout was off during the search
+    with pytest.raises(ValueError):
+        beam_search(model, ids, mask, trie, 0)
+    with pytest.raises(ValueError):
+        pad_sources([[1], []])
+    with pytest.raises(ValueError, match="not in the tokenizer"):
+        CodeTrie.from_codes(tok, [("<a_1>", "<b_2>", "<c_3>", "<d_999>")])
+
+
+def test_code_token_ids_round_trip(tok):
+    codes = [format_code([1, 2, 3, 4], "text"), format_code([5, 6, 7, 8], "text")]
+    trie = CodeTrie.from_codes(tok, codes)
+    assert torch.equal(trie.code_ids, code_token_ids(tok, codes))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_gpu_matches_cpu(tok):
+    rng = np.random.default_rng(8)
+    model = _model(tok, "small", 8, 2.0)
+    codes = list(dict.fromkeys(_random_codes(rng, 300, [8, 8, 16, 16])))
+    trie = CodeTrie.from_codes(tok, codes)
+    ids, mask = pad_sources(_sources(tok, rng, 4))
+    cpu = beam_search(model, ids, mask, trie, 20)
+    gpu = beam_search(model.cuda(), ids.cuda(), mask.cuda(), trie.to("cuda"), 20)
+    gpu.leaves, gpu.scores = gpu.leaves.cpu(), gpu.scores.cpu()
+    _assert_same(gpu, cpu, tol=1e-3)
+    assert math.isfinite(gpu.scores[0, 0].item())

@@ -1,0 +1,272 @@
+"""The training loop: exact gradient accumulation, resume, run folder, bad input (tiny preset, CPU)."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from genrec.data import codes_to_json, format_code, load_inter_json
+from genrec.data_pipeline import collate, shard_step
+from genrec.finetune import main as finetune_main
+from genrec.model import build_model
+from genrec.pretrain import main as pretrain_main
+from genrec.tokenizer import VocabConfig, build_tokenizer
+from genrec.training import Trainer, default_config, resolve_precision, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write_codes(folder, name, num_items, text=True, image=True, seed=0):
+    rng = np.random.default_rng(seed)
+    if text:
+        codes = [format_code([*rng.integers(0, 6, size=3), i % 3], "text") for i in range(num_items)]
+        codes[5] = codes[9]  # one shared code, so dedup makes text targets longer than image ones
+        (folder / f"{name}.index_lemb.json").write_text(json.dumps(codes_to_json(codes)))
+    if image:
+        codes = [format_code([i % 7, i // 7, 1, 2], "image") for i in range(num_items)]
+        (folder / f"{name}.index_vitemb.json").write_text(json.dumps(codes_to_json(codes)))
+
+
+@pytest.fixture(scope="module")
+def root(synthetic_root, tmp_path_factory):
+    """Synthetic (text+image codes), NoImage (text codes only) and Short (no training prefix)."""
+    out = tmp_path_factory.mktemp("train_data")
+    shutil.copytree(synthetic_root / "Synthetic", out / "Synthetic")
+    _write_codes(out / "Synthetic", "Synthetic", 64)
+    (out / "NoImage").mkdir()
+    shutil.copy(synthetic_root / "Synthetic" / "Synthetic.inter.json", out / "NoImage" / "NoImage.inter.json")
+    _write_codes(out / "NoImage", "NoImage", 64, image=False, seed=1)
+    (out / "Short").mkdir()
+    _, seqs = load_inter_json(synthetic_root / "Synthetic" / "Synthetic.inter.json")
+    (out / "Short" / "Short.inter.json").write_text(json.dumps({str(u): s[:3] for u, s in enumerate(seqs)}))
+    shutil.copy(synthetic_root / "Synthetic" / "Synthetic.item.json", out / "Short" / "Short.item.json")
+    _write_codes(out / "Short", "Short", 64)
+    return out
+
+
+def _cfg(root, tmp_path, mode="finetune", **kw):
+    base = dict(datasets=["Synthetic"], data_root=str(root), output_dir=str(tmp_path / "log"), preset="tiny",
+                tasks=["seqrec", "seqimage", "fusionseqrec"], batch_size=128, micro_batch_size=128, num_threads=1,
+                progress=False, cache_dir="none", select_metric="valid_loss", valid_users=60, eval_users=20,
+                eval_beams=5, log_every_steps=1, lr=2e-3)
+    return default_config(mode, **{**base, **kw})
+
+
+def _args(cfg_kw: dict) -> list[str]:
+    out = []
+    for k, v in cfg_kw.items():
+        flag = "--" + k.replace("_", "-")
+        if isinstance(v, bool):
+            out.append(flag if v else "--no-" + k.replace("_", "-"))
+        else:
+            out += [flag, ",".join(v) if isinstance(v, list) else str(v)]
+    return out
+
+
+def _cli_base(root, tmp_path):
+    return dict(data_root=str(root), output_dir=str(tmp_path / "log"), preset="tiny", batch_size=128,
+                micro_batch_size=128, num_threads=1, progress=False, cache_dir="none", select_metric="valid_loss",
+                valid_users=60, eval_users=20, eval_beams=5, log_every_steps=1)
+
+
+def _train_records(run_dir):
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return {r["step"]: r["loss"] for r in rows if r["type"] == "train"}
+
+
+# -- exact gradient accumulation -------------------------------------------------------------------
+def test_loss_and_update_under_gradient_accumulation_equal_one_big_batch(root, tmp_path):
+    results = {}
+    for micro in (128, 48, 7):
+        tr = Trainer(_cfg(root, tmp_path, run=f"ga{micro}", micro_batch_size=micro, dropout=0.0, max_steps=1,
+                          tasks=["seqrec", "seqimage", "item2image"]))
+        plan = tr._epoch_batches(0)
+        idx = plan.batches[0]
+        lengths = tr.trainset.source_lengths(plan.choice)
+        n_tokens = tr.trainset.target_tokens(idx, plan.choice)
+        micro_batches = shard_step(idx, lengths, 1, 0, micro)
+        if micro == 128:
+            # our normalisation equals the model's own token-mean loss on the whole batch
+            srcs, tgts = tr.trainset.examples(idx, plan.choice)
+            batch = collate(srcs, tgts)
+            with torch.no_grad():
+                hf_loss = tr.model(**batch).loss.item()
+        else:
+            # what a mean of micro-batch means would report (the post-4.45 accumulation bug)
+            with torch.no_grad():
+                means = []
+                for mb in micro_batches:
+                    srcs, tgts = tr.trainset.examples(mb, plan.choice)
+                    means.append(tr.model(**collate(srcs, tgts)).loss.item())
+            mean_of_means = float(np.mean(means))
+        loss_sum, _ = tr._step(idx, plan.choice, lengths)
+        results[micro] = (loss_sum.item() / n_tokens, {k: v.detach().clone() for k, v in tr.model.state_dict().items()},
+                          len(micro_batches), idx)
+        if micro == 128:
+            assert results[128][0] == pytest.approx(hf_loss, rel=1e-5)
+        else:
+            assert abs(mean_of_means - results[128][0]) > 1e-4  # the test would catch a mean of means
+    ref_loss, ref_params, n_micro, ref_idx = results[128]
+    assert n_micro == 1
+    for micro in (48, 7):
+        loss, params, n, idx = results[micro]
+        assert n > 1 and np.array_equal(idx, ref_idx)
+        assert loss == pytest.approx(ref_loss, rel=1e-5)
+        for k in ref_params:
+            torch.testing.assert_close(params[k], ref_params[k], rtol=1e-4, atol=1e-6)
+
+
+# -- resume ----------------------------------------------------------------------------------------
+def test_resume_after_interrupt_equals_an_uninterrupted_run(root, tmp_path, capsys):
+    common = {**_cli_base(root, tmp_path), "dataset": "Synthetic", "tasks": ["seqrec", "fusionseqrec", "item2image"],
+              "batch_size": 256, "micro_batch_size": 100, "max_steps": 14, "save_every_steps": 4, "seed": 3}
+    assert finetune_main(_args({**common, "run": "full"})) == 0
+    assert finetune_main(_args({**common, "run": "cut", "stop_after_steps": 6})) == 0
+    cut = tmp_path / "log" / "cut"
+    state = json.loads((cut / "checkpoints" / "last" / "trainer_state.json").read_text())
+    assert state["step"] == 6 and state["stop_reason"] == "stop_after_steps" and not state["finished"]
+    # resume from the checkpoint: the saved config is reused, only --stop-after-steps is reset
+    assert finetune_main(["--run", "cut", "--output-dir", str(tmp_path / "log"), "--resume", "--stop-after-steps", "0"]) == 0
+    full = tmp_path / "log" / "full"
+    a = load_file(full / "checkpoints" / "last" / "model.safetensors")
+    b = load_file(cut / "checkpoints" / "last" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    la, lb = _train_records(full), _train_records(cut)
+    assert sorted(la) == sorted(lb) == list(range(1, 15))
+    assert la == lb
+    steps_per_epoch = json.loads((full / "metrics.jsonl").read_text().splitlines()[-1])
+    assert steps_per_epoch["stop_reason"] == "max_steps"
+    # the epoch boundary (eval + best/) was crossed by both
+    for run in (full, cut):
+        best = json.loads((run / "best" / "trainer_state.json").read_text())
+        assert best["metric"] == "valid_loss" and best["step"] >= 1
+    assert torch.equal(load_file(full / "best" / "model.safetensors")["shared.weight"],
+                       load_file(cut / "best" / "model.safetensors")["shared.weight"])
+
+
+# -- run folder, init, budgets -------------------------------------------------------------------------
+def test_pretrain_then_finetune_from_it(root, tmp_path, capsys):
+    base = _cli_base(root, tmp_path)
+    assert pretrain_main(_args({**base, "datasets": ["Synthetic", "NoImage"], "tasks": ["seqrec", "seqimage"],
+                                "run": "pre", "max_steps": 4})) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    pre = tmp_path / "log" / "pre"
+    cfg = json.loads((pre / "config.json").read_text())
+    assert cfg["datasets"] == ["Synthetic", "NoImage"] and cfg["preset"] == "tiny" and cfg["max_history"] == 20
+    assert cfg["dedup_codes"] is True and cfg["lr"] == 1e-3 and cfg["scheduler"] == "constant"
+    for f in ("tokenizer/tokenizer.json", "best/model.safetensors", "best/trainer_state.json", "checkpoints/last/optimizer.pt",
+              "checkpoints/last/scheduler.pt", "checkpoints/last/rng_state.pt", "metrics.jsonl", "curve.png"):
+        assert (pre / f).is_file(), f
+    assert summary["step"] == 4 and summary["world_size"] == 1
+    assert finetune_main(_args({**base, "dataset": "Synthetic", "init": str(pre), "run": "fine", "max_steps": 3,
+                                "tasks": ["seqrec", "seqimage", "item2image", "image2item", "fusionseqrec"]})) == 0
+    fine = json.loads((tmp_path / "log" / "fine" / "config.json").read_text())
+    assert fine["init"] == str(pre) and fine["preset"] == "tiny"
+    records = [json.loads(x) for x in (tmp_path / "log" / "fine" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r["type"] == "eval"]
+    assert evals and {"valid_loss/Synthetic/seqrec", "valid_loss/Synthetic/fusionseqrec"} <= set(evals[-1])
+
+
+def test_time_budget_stops_with_a_resumable_checkpoint(root, tmp_path):
+    out = train(_cfg(root, tmp_path, run="budget", time_budget_minutes=1e-5, epochs=50))
+    assert out["stop_reason"] == "time_budget" and out["step"] == 1
+    run = tmp_path / "log" / "budget"
+    assert (run / "best" / "model.safetensors").is_file()
+    assert not json.loads((run / "checkpoints" / "last" / "trainer_state.json").read_text())["finished"]
+
+
+def test_early_stopping_counts_evaluations_without_improvement(root, tmp_path, monkeypatch):
+    tr = Trainer(_cfg(root, tmp_path, run="es", patience=2, eval_every_steps=1, epochs=50))
+    values = iter([3.0, 2.0, 2.5, 2.1, 1.0])
+    monkeypatch.setattr(tr, "evaluate", lambda: {"valid_loss": next(values)})
+    out = tr.fit()
+    assert out["stop_reason"] == "early_stopping" and out["step"] == 4
+    assert out["best_metric"] == 2.0 and out["best_step"] == 2
+
+
+def test_precision_is_never_bf16_on_cpu():
+    assert resolve_precision("auto", on_gpu=False) == "no"
+    with pytest.raises(ValueError, match="needs a GPU"):
+        resolve_precision("bf16", on_gpu=False)
+
+
+# -- bad input: one clear line, exit 2, before training ------------------------------------------------
+def _bad(capsys, argv, match, mode=finetune_main):
+    assert mode(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert match in err[-1] and "Traceback" not in "\n".join(err), err
+
+
+def test_bad_input_is_rejected_before_training(root, tmp_path, capsys):
+    base = _args(_cli_base(root, tmp_path)) + ["--max-steps", "1"]  # bounded, should a check fail
+    _bad(capsys, base + ["--dataset", "Synthetic", "--tasks", "seqrec,seqrek"], "unknown task 'seqrek'")
+    _bad(capsys, base + ["--dataset", "NoImage", "--tasks", "seqrec,item2image"], "item2image needs")
+    _bad(capsys, base + ["--dataset", "Short", "--tasks", "seqrec"], "empty training set")
+    _bad(capsys, base + ["--dataset", "Nope"], "dataset folder not found")
+    _bad(capsys, base + ["--dataset", "Synthetic", "--mixed-precision", "bf16"], "needs a GPU")
+    _bad(capsys, base + ["--run", "never", "--resume"], "no checkpoint")
+    # an item without a code
+    codes = json.loads((root / "Synthetic" / "Synthetic.index_lemb.json").read_text())
+    del codes["7"]
+    (tmp_path / "holes.json").write_text(json.dumps(codes))
+    _bad(capsys, base + ["--dataset", "Synthetic", "--tasks", "seqrec", "--text-codes", str(tmp_path / "holes.json")],
+         "have no code")
+    # codes beyond the vocabulary (more codes per level than the tokenizer was built for)
+    big = {k: [t.replace("<a_", "<a_30") if t.startswith("<a_") else t for t in v] for k, v in
+           json.loads((root / "Synthetic" / "Synthetic.index_lemb.json").read_text()).items()}
+    (tmp_path / "big.json").write_text(json.dumps(big))
+    _bad(capsys, base + ["--dataset", "Synthetic", "--tasks", "seqrec", "--text-codes", str(tmp_path / "big.json")],
+         "not in the tokenizer's vocabulary")
+    # a pretrained checkpoint whose tokenizer is not the one the finetune builds
+    other = build_tokenizer(VocabConfig(dedup_tokens=8))
+    init = tmp_path / "other_run"
+    build_model("tiny", other).save_pretrained(str(init / "best"))
+    other.save_pretrained(str(init / "tokenizer"))
+    _bad(capsys, base + ["--dataset", "Synthetic", "--init", str(init)], "differs from the one this run builds")
+    assert not (tmp_path / "log").exists() or not any((tmp_path / "log").glob("*/checkpoints"))
+
+
+def test_cli_error_is_one_line_with_exit_code_2(root, tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "genrec" / "finetune.py"), "--data-root", str(root), "--dataset",
+                           "Synthetic", "--tasks", "seqrec,nope", "--output-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["genrec.finetune: error: unknown task 'nope'; available: "
+                                                "seqrec, seqimage, seqitem2image, seqimage2item, item2image, image2item, "
+                                                "fusionseqrec, fgfusionseqrec"]
+
+
+# -- two processes on CPU ---------------------------------------------------------------------------
+def test_two_cpu_processes_give_the_one_process_loss_curve(root, tmp_path):
+    """Same global batch: 1 process x 1 micro-batch vs 2 real distributed processes (gloo)."""
+    args = _args({**_cli_base(root, tmp_path), "datasets": ["Synthetic"], "tasks": ["seqrec", "fusionseqrec"],
+                  "batch_size": 96, "max_steps": 5, "dropout": 0.0, "eval_every_epochs": 0})
+    env = {**__import__("os").environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    script = str(REPO / "genrec" / "pretrain.py")
+    one = subprocess.run([sys.executable, script, *args, "--run", "one", "--micro-batch-size", "96"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert one.returncode == 0, one.stderr[-2000:]
+    # the launch form that really starts two distributed CPU processes (see stack-notes)
+    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", script, *args,
+                          "--run", "two", "--micro-batch-size", "24"], capture_output=True, text=True, timeout=300, env=env)
+    assert two.returncode == 0, two.stderr[-2000:]
+    summary = [json.loads(x) for x in two.stdout.splitlines() if x.startswith("{")]
+    assert len(summary) == 1 and summary[0]["world_size"] == 2  # printed by the main process only
+    assert json.loads(one.stdout.strip().splitlines()[-1])["world_size"] == 1
+    la, lb = _train_records(tmp_path / "log" / "one"), _train_records(tmp_path / "log" / "two")
+    assert sorted(la) == sorted(lb) == [1, 2, 3, 4, 5]
+    for step in la:
+        assert lb[step] == pytest.approx(la[step], rel=1e-4, abs=1e-5), (step, la, lb)
+    a = load_file(tmp_path / "log" / "one" / "best" / "model.safetensors")
+    b = load_file(tmp_path / "log" / "two" / "best" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4)
