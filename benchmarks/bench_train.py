@@ -7,10 +7,12 @@ configurations are interleaved over ``--repeats`` rounds and the median is repor
 the cores may be shared with other work.
 
 Throughput counts the steps after ``--warmup-steps`` (timestamps at the end of each optimizer
-step, data loading included). Rows:
+step, data loading included). The default 50 timed steps cover one whole length-grouped
+"megabatch" (50 batches, longest first) of the ``hf-grouped`` sampler; fewer steps would time
+only its longest batches and understate it. Rows:
 
-- ``ours``: genrec.training with micro-batches of ``--micro-batch-size`` (each global batch is
-  length-sorted into micro-batches, so padding is small; gradients equal one big batch).
+- ``ours``: genrec.training with its defaults: each global batch is sorted by length and cut into
+  micro-batches that minimise padded tokens plus a per-forward cost (gradients equal one big batch).
 - ``ours-1mb``: the same loop with one micro-batch per step (padding like the HF default), to
   separate the loop's own overhead from the padding win.
 - ``hf``: Seq2SeqTrainer defaults (random batches, DataCollatorForSeq2Seq dynamic padding).
@@ -41,12 +43,13 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _config(args, out_dir: str, micro: int):
+def _config(args, out_dir: str, one_micro_batch: bool = False):
     from genrec.training import default_config
 
+    micro = dict(micro_batch_size=args.batch_size, forward_cost_tokens=1e12) if one_micro_batch else {}
     return default_config(
         "finetune", datasets=[args.dataset], data_root=args.data_root, tasks=args.tasks.split(","), preset=args.preset,
-        output_dir=out_dir, run="bench", batch_size=args.batch_size, micro_batch_size=micro, lr=5e-4,
+        output_dir=out_dir, run="bench", batch_size=args.batch_size, **micro, lr=5e-4,
         max_steps=args.warmup_steps + args.steps, eval_every_epochs=0, log_every_steps=1, progress=False,
         num_threads=args.threads, cache_dir=args.cache_dir, seed=args.seed)
 
@@ -57,12 +60,12 @@ def _throughput(times: list[float], batch: int, warmup: int) -> float:
     return batch * (len(t) - 1) / (t[-1] - t[0])
 
 
-def worker_ours(args, micro: int) -> dict:
+def worker_ours(args, one_micro_batch: bool) -> dict:
     from genrec.training import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        trainer = Trainer(_config(args, tmp, micro))
+        trainer = Trainer(_config(args, tmp, one_micro_batch))
         setup = time.perf_counter() - t0
         trainer.fit()
         rows = [json.loads(x) for x in (Path(tmp) / "bench" / "metrics.jsonl").read_text().splitlines()]
@@ -85,7 +88,7 @@ def worker_hf(args, grouped: bool) -> dict:
     # The examples our loop trains on (same encoding, same fusion coin as our epoch 0).
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        cfg = _config(args, tmp, args.batch_size)
+        cfg = _config(args, tmp)
         tokenizer = build_tokenizer()
         ts = TrainSet([p for d in load_training_data(cfg, tokenizer) for p in d.train], cfg.seed)
         choice = ts.variant_choice(0)
@@ -134,9 +137,9 @@ def run_worker(args) -> None:
 
     logging.basicConfig(level=logging.WARNING)
     if args.worker == "ours":
-        out = worker_ours(args, args.micro_batch_size)
+        out = worker_ours(args, one_micro_batch=False)
     elif args.worker == "ours-1mb":
-        out = worker_ours(args, args.batch_size)
+        out = worker_ours(args, one_micro_batch=True)
     else:
         out = worker_hf(args, grouped=args.worker == "hf-grouped")
     out["peak_rss_mb"] = _peak_rss_mb()
@@ -154,11 +157,11 @@ def main() -> int:
     p.add_argument("--tasks", default="seqrec,seqimage,item2image,image2item,fusionseqrec")
     p.add_argument("--preset", default="paper")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--micro-batch-size", type=int, default=64, help="ours: examples per forward pass")
-    p.add_argument("--steps", type=int, default=10, help="timed steps (after the warmup steps)")
-    p.add_argument("--warmup-steps", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2, help="torch threads in every configuration")
-    p.add_argument("--repeats", type=int, default=2, help="interleaved rounds; the median is reported")
+    p.add_argument("--steps", type=int, default=50, help="timed steps (after the warmup steps)")
+    p.add_argument("--warmup-steps", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads in every configuration (1 is fastest for all of them on busy shared cores)")
+    p.add_argument("--repeats", type=int, default=1, help="interleaved rounds; the median is reported")
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "genrec-bench-cache"))
@@ -206,7 +209,7 @@ def main() -> int:
     result = {
         "benchmark": "train_throughput", "device": "cpu", "precision": "fp32",
         "dataset": args.dataset, "tasks": args.tasks.split(","), "preset": args.preset,
-        "batch_size": args.batch_size, "micro_batch_size_ours": args.micro_batch_size,
+        "batch_size": args.batch_size,
         "timed_steps": args.steps, "warmup_steps": args.warmup_steps, "threads": args.threads,
         "repeats": args.repeats, "cpu_count": os.cpu_count(), "load_avg_at_starts": [round(x, 2) for x in load],
         "results": summary,

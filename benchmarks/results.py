@@ -66,6 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="benchmarks/results", help="folder for results.json and results.md")
     p.add_argument("--checkpoint-dir", default="", help="checkpoint every run under <dir>/<ds>/<model> (resumable)")
     p.add_argument("--merge", action="store_true", help="update an existing results.json instead of replacing it")
+    p.add_argument("--suffix", default="", help="appended to each row name, e.g. ' (20 min)' to keep both rows")
     add_train_flags(p)
     return p.parse_args(argv)
 
@@ -90,7 +91,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines += [
         "",
         f"Machine: {env['machine']}; torch {env['torch']}; {env['threads']} thread(s); device {env['device']}. "
-        f"Budget: {results['budget_minutes']} min of training (incl. validation) per model per dataset; "
+        f"Budget: {results['budget_minutes']} min of training (incl. validation) per model per dataset unless the "
+        "row says otherwise; "
         "CPU shared with other jobs, so times are indicative only.",
         "",
         "Protocol: leave-one-out (test = last item, validation = second to last), histories = last 50 items; "
@@ -105,21 +107,22 @@ def render_markdown(results: dict[str, Any]) -> str:
         info = results.get("datasets", {}).get(ds, {})
         lines.append(f"## {ds}" + (f" ({info['users']:,} users, {info['items']:,} items)" if info else ""))
         lines.append("")
-        lines.append("| model | " + " | ".join(cols) + " | vs pop | train s | params | epochs (best) | stop |")
-        lines.append("|---|" + "---|" * (len(cols) + 5))
+        lines.append("| model | " + " | ".join(cols) + " | vs pop | budget min | train s | params | epochs (best) | stop |")
+        lines.append("|---|" + "---|" * (len(cols) + 6))
         pop = runs.get("popularity")
         pop = pop if pop and "status" not in pop else None
         for name, run in runs.items():
             if "status" in run:
-                lines.append(f"| {name} | {run['status']}: {run['reason']} |" + " |" * (len(cols) + 4))
+                lines.append(f"| {name} | {run['status']}: {run['reason']} |" + " |" * (len(cols) + 5))
                 continue
             cells = [_fmt(run.get(c)) for c in cols]
             epochs = f"{run['epochs']} ({run['best_epoch']})" if "epochs" in run else "-"
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {_ratio(run, pop)} | {run['train_seconds']:.0f} | "
+            budget = run.get("train_config", {}).get("budget_minutes", "-")
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {_ratio(run, pop)} | {budget} | {run['train_seconds']:.0f} | "
                          f"{run['params']:,} | {epochs} | {run.get('stop_reason', '-')} |")
         for label, pub in PUBLISHED.get(ds, []):
             cells = [_fmt(pub.get(c)) for c in cols]
-            lines.append(f"| *published: {label}* | " + " | ".join(cells) + " | | | | | |")
+            lines.append(f"| *published: {label}* | " + " | ".join(cells) + " | | | | | | |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -183,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             run["wall_seconds"] = round(time.perf_counter() - start, 1)
             run["command"] = command
             run["date"] = dt.datetime.now().isoformat(timespec="seconds")
-            runs[name] = run
+            runs[name + args.suffix] = run
             write_outputs(results, out)
             if "status" in run:
                 logger.warning("%s on %s: %s (%s)", name, ds, run["status"], run["reason"])

@@ -10,7 +10,16 @@ each user's cross-attention keys/values. :func:`beam_search` computes the same b
 - the trie is a set of per-level tables (:class:`CodeTrie`): ``children[l][node, j]`` is the child
   of ``node`` through the ``j``-th token allowed somewhere at level ``l`` (or -1), so masking, top-k
   over ``beams x tokens`` and the transition to the next node are a gather and a ``topk``;
-- the decoder's self-attention keys/values are cached (a few positions, cheap to reorder).
+- the decoder's self-attention keys/values are cached: the start position once per user (shared by
+  its beams), later positions in position-major buffers so a reorder copies only filled positions;
+- the decoder blocks are called as their weights directly (fused q/k/v projection, one query
+  position), which is exact for T5 in eval mode.
+
+Speed (benchmarks/bench_decode.py, Instruments codes, paper preset, 20 beams, one CPU thread): about
+8x the throughput of ``generate`` + callback decoding one user per call, 3.4x when ``generate``
+batches 8 users, with identical top-20 lists. About 60% of the remaining time is matrix products
+the exact result needs (about 0.67 GFLOP per user: encoder, 1 + 5 x 20 decoder rows, the
+full-vocabulary normaliser); ``generate`` does about twice those FLOPs plus per-beam Python work.
 
 Scores follow ``generate`` exactly: log-softmax over the full vocabulary (the constraint masks
 *after* normalising), summed over the code tokens and the final ``</s>``. ``generate`` reports
@@ -71,7 +80,7 @@ class CodeTrie:
     def from_token_ids(cls, code_ids: torch.Tensor | np.ndarray | Sequence[Sequence[int]]) -> "CodeTrie":
         codes = np.asarray(code_ids.cpu() if isinstance(code_ids, torch.Tensor) else code_ids, dtype=np.int64)
         if codes.ndim != 2 or codes.shape[0] == 0 or codes.shape[1] == 0:
-            raise ValueError(f"expected a non-empty [num_items, levels] array of code token ids, got shape {codes.shape}")
+            raise ValueError(f"expected a non-empty [num_items, levels] array of code token ids, got {codes.shape}")
         n, L = codes.shape
         node = np.zeros(n, dtype=np.int64)  # every item starts at the root
         num_nodes = 1
@@ -156,8 +165,6 @@ def _check_t5(model) -> None:
     for name in ("encoder", "decoder", "lm_head", "config"):
         if not hasattr(model, name):
             raise TypeError(f"beam_search needs a T5ForConditionalGeneration-like model (missing .{name})")
-    if model.config.is_gated_act is None:  # pragma: no cover - all T5 configs define it
-        raise TypeError("unexpected T5 config")
 
 
 class _Decoder:
@@ -247,7 +254,8 @@ class _Decoder:
             else:
                 q = F.linear(x, wqkv[:inner]).view(R, H, dk)
                 cache = self.cache[i]
-                torch.mm(x, wqkv[inner:].t(), out=cache[t - 1].view(R, 2 * inner))  # keys/values straight into the cache
+                # keys/values straight into the cache
+                torch.mm(x, wqkv[inner:].t(), out=cache[t - 1].view(R, 2 * inner))
                 first = self.first[i]                                       # [B, 1, 2, H, dk]
                 s0 = (q.view(B, K, H, dk) * first[:, :, 0]).sum(-1).view(R, H, 1)
                 rest = cache[:t]                                            # [t, R, 2, H, dk]

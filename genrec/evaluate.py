@@ -89,7 +89,7 @@ def read_predictions(path: str | Path) -> list[dict[str, Any]]:
 
 def run_evaluation(cfg: EvalConfig, accelerator=None) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt`` on one dataset/task/split; returns the metrics record (also written)."""
-    from genrec.evaluation import build_sources, evaluate_samples, load_run, task_direction
+    from genrec.evaluation import build_sources, evaluate_samples, open_run, task_direction
     from genrec.tasks import get_task
 
     if cfg.split not in ("test", "valid"):
@@ -105,13 +105,14 @@ def run_evaluation(cfg: EvalConfig, accelerator=None) -> dict[str, Any]:
     main = accelerator.is_main_process
     task = get_task(cfg.task)
     direction, task_name = task_direction(task, cfg.direction)
-    run = load_run(cfg.ckpt, cfg.checkpoint, device=accelerator.device)
+    run = open_run(cfg.ckpt)
     ds = run.load_dataset(cfg.dataset, cfg.data_root)
     codes = run.codes(ds)
     d = task.directions[direction]
     for modality in (d.source, d.target):
         if modality not in codes:
             raise DataError(ds.dir, f"dataset {ds.name} has no {modality} codes, which task {task.name} needs")
+    run.load_model(cfg.checkpoint, device=accelerator.device)
     split = ds.split(run.max_history)
     samples = split.test if cfg.split == "test" else split.valid
     if cfg.max_users and cfg.max_users < len(samples):

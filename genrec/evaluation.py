@@ -30,7 +30,7 @@ from genrec.tasks import Task, dataset_codes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoadedRun", "build_sources", "evaluate_samples", "leaves_to_items", "load_run", "rank_samples",
+__all__ = ["LoadedRun", "build_sources", "evaluate_samples", "leaves_to_items", "load_run", "open_run", "rank_samples",
            "task_direction"]
 
 
@@ -153,7 +153,8 @@ def _rank_distributed(model, tokenizer, trie: CodeTrie, sources: Sequence[Sequen
         ranked[i], scores[i] = [its[k] for k in keep], [scs[k] for k in keep]
     missing = [i for i, r in enumerate(ranked) if r is None]
     if missing:
-        raise RuntimeError(f"distributed evaluation lost {len(missing)} of {len(sources)} samples (first: {missing[:5]})")
+        raise RuntimeError(f"distributed evaluation lost {len(missing)} of {len(sources)} samples "
+                           f"(first: {missing[:5]})")
     if duplicates:
         logger.warning("dropped %d duplicated samples after gathering", duplicates)
     return ranked, scores  # type: ignore[return-value]
@@ -208,13 +209,17 @@ def evaluate_samples(
 # -- run folders -------------------------------------------------------------------------------
 @dataclass
 class LoadedRun:
-    """A training run folder (``config.json``, ``tokenizer/``, ``best/``) loaded for inference."""
+    """A training run folder (``config.json``, ``tokenizer/``, ``best/``) opened for inference.
+
+    :func:`open_run` reads the config and tokenizer (cheap, so data errors surface before the model
+    loads); :meth:`load_model` loads the weights; :func:`load_run` does both.
+    """
 
     dir: Path
     config: dict[str, Any]
     tokenizer: Any
-    model: Any
-    model_dir: Path
+    model: Any = None
+    model_dir: Path | None = None
 
     def load_dataset(self, name: str, data_root: str | Path | None = None) -> RecDataset:
         """The dataset as the run saw it (its data root and explicit code files unless overridden)."""
@@ -235,6 +240,21 @@ class LoadedRun:
     def max_history(self) -> int:
         return int(self.config.get("max_history", 20))
 
+    def load_model(self, checkpoint: str = "best", device: str | torch.device | None = None) -> Any:
+        from transformers import T5ForConditionalGeneration
+        from transformers.utils import logging as hf_logging
+
+        model_dir = resolve_model_dir(self.dir, checkpoint)
+        hf_logging.disable_progress_bar()  # "Loading weights" bars on stderr would bury CLI output
+        model = T5ForConditionalGeneration.from_pretrained(str(model_dir))
+        if model.config.vocab_size != len(self.tokenizer):
+            raise ValueError(f"{model_dir}: model vocabulary ({model.config.vocab_size}) does not match the run's "
+                             f"tokenizer ({len(self.tokenizer)})")
+        if device is not None:
+            model = model.to(device)
+        self.model, self.model_dir = model.eval(), model_dir
+        return self.model
+
 
 def resolve_model_dir(run_dir: Path, checkpoint: str = "best") -> Path:
     """``best`` (default), ``last`` (``checkpoints/last``) or a sub-folder of the run."""
@@ -246,9 +266,8 @@ def resolve_model_dir(run_dir: Path, checkpoint: str = "best") -> Path:
     return path
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device | None = None) -> LoadedRun:
-    from transformers import T5ForConditionalGeneration
-
+def open_run(run_dir: str | Path) -> LoadedRun:
+    """Read a run folder's config and tokenizer (no weights yet)."""
     from genrec.tokenizer import load_tokenizer
 
     run_dir = Path(run_dir)
@@ -261,18 +280,17 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
         config = json.loads(cfg_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{cfg_path}: invalid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{cfg_path}: expected a JSON object")
     if not (run_dir / "tokenizer").is_dir():
         raise FileNotFoundError(f"{run_dir / 'tokenizer'}: tokenizer folder not found")
-    tokenizer = load_tokenizer(run_dir / "tokenizer")
-    model_dir = resolve_model_dir(run_dir, checkpoint)
-    model = T5ForConditionalGeneration.from_pretrained(str(model_dir))
-    if model.config.vocab_size != len(tokenizer):
-        raise ValueError(f"{model_dir}: model vocabulary ({model.config.vocab_size}) does not match the run's "
-                         f"tokenizer ({len(tokenizer)})")
-    if device is not None:
-        model = model.to(device)
-    model.eval()
-    return LoadedRun(dir=run_dir, config=config, tokenizer=tokenizer, model=model, model_dir=model_dir)
+    return LoadedRun(dir=run_dir, config=config, tokenizer=load_tokenizer(run_dir / "tokenizer"))
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device | None = None) -> LoadedRun:
+    run = open_run(run_dir)
+    run.load_model(checkpoint, device)
+    return run
 
 
 def task_direction(task: Task, direction: int | None) -> tuple[int, str]:

@@ -6,10 +6,16 @@ Each evaluation run (``genrec.evaluate``) stores, per user, its ranked items wit
 (total log-probability of the item's code, so ``exp(score)`` is the sequence probability the model
 gives it). Fusion merges the two lists per user by one of these rules (``--rule``):
 
-- ``prob`` (default): ``score(i) = log(sum_m w_m * exp(s_m(i)))``, the log of the (weighted) sum of
-  the probabilities the two models give the item. An item only one list found gets only that
-  list's contribution (its probability under the other model is below that model's beam cut-off,
-  counted as 0). Scale-free between modalities since both are probabilities.
+- ``prob`` (default): a mixture of the two models' next-item distributions. Each list's scores are
+  turned into probabilities renormalised over the items that list returned
+  (``p_m(i) = exp(s_m(i)) / sum_j exp(s_m(j))``, the model's posterior given its beam), then
+  ``score(i) = log(sum_m w_m * p_m(i))``. An item only one list found gets only that list's
+  contribution (its probability under the other model is below that model's beam cut-off, counted
+  as 0). Renormalising makes the two lists comparable even when their codes have different lengths
+  (text codes carry a fifth dedup token, image codes do not, and every extra token multiplies a
+  sequence probability by a factor below 1).
+- ``rawprob``: the same sum without renormalising, ``log(sum_m w_m * exp(s_m(i)))``: the plain
+  sum of sequence probabilities; favours the modality with shorter or more confident codes.
 - ``rrf``: reciprocal-rank fusion, ``sum_m w_m / (k + rank_m(i))`` (``--rrf-k``, default 60); uses
   only ranks, robust when the two models are calibrated differently.
 - ``published``: MQL4GRec's rule, for comparison: an item in both lists gets the mean of its two
@@ -36,7 +42,7 @@ from genrec.utils.io import atomic_write_json
 
 logger = logging.getLogger("genrec.fusion")
 
-RULES = ("prob", "rrf", "published")
+RULES = ("prob", "rawprob", "rrf", "published")
 KS = (1, 5, 10, 20)
 
 
@@ -63,26 +69,34 @@ class FusionConfig:
             raise ValueError("--topk must be >= 1")
 
 
+def _logsumexp(xs: Sequence[float]) -> float:
+    m = max(xs)
+    if m == -math.inf:
+        return -math.inf
+    return m + math.log(sum(math.exp(x - m) for x in xs))
+
+
 def fuse_lists(lists: Sequence[tuple[Sequence[int], Sequence[float]]], config: FusionConfig
                ) -> tuple[list[int], list[float]]:
     """Merge several ``(items, scores)`` ranked lists of one user into one list (best first)."""
     config.check(len(lists))
     fused: dict[int, float] = {}
-    if config.rule == "prob":
+    if config.rule in ("prob", "rawprob"):
         terms: dict[int, list[float]] = {}
         for w, (items, scores) in zip(config.weights, lists):
             if w == 0:
                 continue
-            lw = math.log(w)
             best: dict[int, float] = {}
             for item, s in zip(items, scores):
                 # an item listed twice in one list (never with our decoder) counts once, at its best
                 best[item] = max(s, best.get(item, -math.inf))
+            lw = math.log(w)
+            if config.rule == "prob" and best:
+                lw -= _logsumexp(list(best.values()))  # renormalise over the list's items
             for item, s in best.items():
                 terms.setdefault(item, []).append(lw + s)
         for item, t in terms.items():
-            m = max(t)
-            fused[item] = m + math.log(sum(math.exp(x - m) for x in t)) if m > -math.inf else -math.inf
+            fused[item] = _logsumexp(t)
     elif config.rule == "rrf":
         for w, (items, _scores) in zip(config.weights, lists):
             seen = set()

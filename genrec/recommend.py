@@ -39,7 +39,7 @@ TASKS = ("seqrec", "seqimage", "fused")
 class Recommendation:
     rank: int
     item: int
-    score: float            # total log-probability of the item's code (fused: log of summed probabilities)
+    score: float            # total log-probability of the code (fused: log of the mixed, renormalised probability)
     original_id: str | None  # ASIN / original id from <ds>.item2id, when known
     title: str | None
 
@@ -49,13 +49,14 @@ class Recommender:
 
     def __init__(self, ckpt: str | Path, dataset: str, *, data_root: str | Path | None = None,
                  checkpoint: str = "best", device: str | torch.device | None = None, beams: int = 20):
-        from genrec.evaluation import load_run
+        from genrec.evaluation import open_run
 
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.run = load_run(ckpt, checkpoint, device=device)
+        self.run = open_run(ckpt)
         self.dataset = self.run.load_dataset(dataset, data_root)
         self.codes = self.run.codes(self.dataset)
+        self.run.load_model(checkpoint, device=device)
         self.beams = beams
         self._tries: dict[str, object] = {}
         self._id2orig = {v: k for k, v in (self.dataset.item2id or {}).items()}
@@ -80,7 +81,8 @@ class Recommender:
             known_orig = key in item2id
             if history_type == "asin" or (history_type == "auto" and as_id is None):
                 if not known_orig:
-                    where = f"{self.dataset.name}.item2id" if item2id else f"(dataset {self.dataset.name} has no item2id map)"
+                    where = (f"{self.dataset.name}.item2id" if item2id
+                             else f"(dataset {self.dataset.name} has no item2id map)")
                     raise ValueError(f"unknown item {key!r}: not an item id and not an original id/ASIN in {where}")
                 out.append(item2id[key])
                 continue

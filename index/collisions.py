@@ -2,12 +2,13 @@
 
 ``assign`` (default) fixes the published resolver's defects (stale rankings after changing level 3,
 a 2-round cap, leftover duplicates). For the items that share a code it lists candidate full codes by
-a beam search over the residual tree, scored with the quantizer's own distances (the sum over
-levels of residual-to-codeword distance, so changing an early level costs more than changing the
-last), and then solves one exact minimum-cost assignment of those items to distinct codes that no
-other item holds (sparse Jonker-Volgenant, ``scipy.sparse.csgraph.min_weight_full_bipartite_matching``).
-If no full assignment exists the beam doubles; at a beam equal to the number of possible codes every
-code is a candidate, so the loop ends with unique codes whenever items <= possible codes.
+beam searches over the residual tree below each prefix of the item's nearest code, scored with the
+quantizer's own distances (the sum over levels of residual-to-codeword distance, recomputed for
+every candidate path, so no ranking goes stale), and then solves one exact minimum-cost assignment
+of all those items to distinct codes that no other item holds (sparse Jonker-Volgenant,
+``scipy.sparse.csgraph.min_weight_full_bipartite_matching``). If no full assignment exists the beam
+doubles; at a beam equal to the number of possible codes every code is a candidate, so the loop ends
+with unique codes whenever items <= possible codes (no round cap).
 
 ``dedup-token`` keeps the codes and appends a 5th token counting earlier duplicates (TIGER), via
 ``genrec.data.make_codes_unique``.
@@ -46,17 +47,28 @@ class CollisionPolicy(Protocol):
 
 
 @torch.no_grad()
-def beam_candidates(z: torch.Tensor, rq: ResidualQuantizer, beam: int,
+def beam_candidates(z: torch.Tensor, rq: ResidualQuantizer, beam: int, prefix: np.ndarray | None = None,
                     chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """The ``beam`` cheapest full codes per item by path cost: (codes [n, B, L], costs [n, B]) ascending."""
+    """The ``beam`` cheapest full codes per item by path cost: (codes [n, B, L], costs [n, B]) ascending.
+
+    With ``prefix`` [n, d] the search starts below that fixed prefix (its path cost included).
+    """
     out_codes, out_costs = [], []
+    depth = 0 if prefix is None else prefix.shape[1]
     for start in range(0, z.shape[0], chunk):
         zc = z[start:start + chunk]
         n, d = zc.shape
-        residual = zc[:, None, :]  # [n, b, d]
-        score = torch.zeros(n, 1, dtype=torch.float64, device=z.device)
-        codes = torch.zeros(n, 1, 0, dtype=torch.long, device=z.device)
-        for cb in rq.codebooks:
+        residual = zc
+        score = torch.zeros(n, dtype=torch.float64, device=z.device)
+        codes = torch.zeros(n, 0, dtype=torch.long, device=z.device)
+        if depth:
+            codes = torch.as_tensor(prefix[start:start + chunk], dtype=torch.long, device=z.device)
+            for level in range(depth):
+                q = rq.codebooks[level][codes[:, level]]
+                score = score + rq.distance.rowwise(residual, q).double()
+                residual = residual - q
+        residual, score, codes = residual[:, None, :], score[:, None], codes[:, None, :]  # one beam each
+        for cb in list(rq.codebooks)[depth:]:
             b, k = residual.shape[1], cb.shape[0]
             dist = rq.distance.pairwise(residual.reshape(n * b, d), cb).reshape(n, b, k).double()
             total = (score[:, :, None] + dist).reshape(n, b * k)
@@ -75,15 +87,29 @@ def _capacity(rq: ResidualQuantizer) -> int:
     return math.prod(rq.sizes)
 
 
+OBJECTIVES = ("prefix", "distance")
+
+
 class AssignmentPolicy:
-    """Exact minimum-extra-distance reassignment of colliding items over beam-searched candidates."""
+    """Exact reassignment of colliding items to unused codes, over beam-searched candidates.
+
+    Candidates for an item: for every depth d, the best codes that keep its nearest code's first d
+    tokens (a beam search below that prefix). Objective ``prefix`` (default) first keeps the longest
+    prefix of each item's nearest code, then minimises the extra path distance, so exactly one item
+    of each colliding group keeps the code and the others move as deep in the tree as possible.
+    ``distance`` minimises the total path distance alone (items may then trade codes, and a
+    colliding item may even end up closer than its greedy code).
+    """
 
     name = "assign"
 
-    def __init__(self, beam: int = 16):
+    def __init__(self, beam: int = 16, objective: str = "prefix"):
         if beam < 1:
             raise ValueError(f"beam must be positive, got {beam}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
         self.beam = beam
+        self.objective = objective
 
     def resolve(self, z: torch.Tensor, rq: ResidualQuantizer, codes: np.ndarray) -> Resolution:
         codes = np.asarray(codes, dtype=np.int64)
@@ -116,35 +142,43 @@ class AssignmentPolicy:
             raise RuntimeError("collision resolution left duplicate codes (bug)")
         new_cost = rq.path_costs(z, torch.as_tensor(new, device=z.device)).cpu().numpy()
         report = movement_report(codes, new, orig_cost, new_cost)
-        report.update(policy=self.name, beam=beam, rounds=rounds, before=before, after=collision_stats(new))
+        report.update(policy=self.name, objective=self.objective, beam=beam, rounds=rounds,
+                      before=before, after=collision_stats(new))
         return Resolution(new, report)
 
-    @staticmethod
-    def _solve(z: torch.Tensor, rq: ResidualQuantizer, orig: np.ndarray, orig_cost: np.ndarray,
+    def _solve(self, z: torch.Tensor, rq: ResidualQuantizer, orig: np.ndarray, orig_cost: np.ndarray,
                taken: np.ndarray, beam: int) -> np.ndarray | None:
-        cand, cost = beam_candidates(z, rq, beam)
         m, levels = orig.shape
-        # The item's own code is always a candidate (a beam can miss the greedy path).
-        cand = np.concatenate([orig[:, None, :], cand], axis=1)
-        cost = np.concatenate([orig_cost[:, None], cost], axis=1)
+        # The item's own code first (a beam can miss the greedy path), then every depth's beam.
+        found = [(orig[:, None, :], orig_cost[:, None])]
+        for depth in range(levels):
+            found.append(beam_candidates(z, rq, beam, prefix=orig[:, :depth] if depth else None))
+        cand = np.concatenate([c for c, _ in found], axis=1)
+        cost = np.concatenate([c for _, c in found], axis=1)
         width = cand.shape[1]
         rows = np.repeat(np.arange(m), width)
         extra = (cost - orig_cost[:, None]).reshape(-1)
+        kept = np.cumprod(cand == orig[:, None, :], axis=2).sum(axis=2).reshape(-1)  # shared prefix length
         flat = cand.reshape(-1, levels)
         uniq, inverse = np.unique(np.concatenate([taken, flat]), axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
         cand_id = inverse[len(taken):]
         free = ~np.isin(cand_id, inverse[:len(taken)])
-        rows, cand_id, extra = rows[free], cand_id[free], extra[free]
-        # One edge per (item, code): keep the first, i.e. the cheapest listing.
+        rows, cand_id, extra, kept = rows[free], cand_id[free], extra[free], kept[free]
+        # One edge per (item, code); duplicates (same code from several depths) have equal costs.
         _, first = np.unique(rows * len(uniq) + cand_id, return_index=True)
-        rows, cand_id, extra = rows[first], cand_id[first], extra[first]
+        rows, cand_id, extra, kept = rows[first], cand_id[first], extra[first], kept[first]
         cols, col = np.unique(cand_id, return_inverse=True)
         if len(cols) < m:
             return None
-        # Weights must be non-zero for the sparse solver; a constant shift does not move the optimum
+        weights = extra - extra.min()
+        if self.objective == "prefix":
+            # Lexicographic: one level of prefix lost must outweigh any possible sum of distances.
+            big = m * (float(weights.max()) + 1.0)
+            weights = weights + big * (levels - kept)
+        # The sparse solver needs non-zero weights; a constant shift does not move the optimum
         # because every item is matched exactly once.
-        weights = extra - extra.min() + 1.0
+        weights = weights + 1.0
         graph = csr_matrix((weights, (rows, col.reshape(-1))), shape=(m, len(cols)))
         try:
             r, c = min_weight_full_bipartite_matching(graph)
@@ -197,6 +231,7 @@ POLICIES: dict[str, type] = {"assign": AssignmentPolicy, "dedup-token": DedupTok
 
 
 def get_policy(name: str, **kwargs: Any) -> CollisionPolicy:
+    """``assign`` takes ``beam`` and ``objective``; ``dedup-token`` takes nothing."""
     if name == "assign":
         return AssignmentPolicy(**kwargs)
     if name == "dedup-token":

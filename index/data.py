@@ -20,6 +20,9 @@ class EmbeddingSet:
     paths: list[Path]
     offsets: list[int]  # len(names) + 1
     x: np.ndarray
+    # False for rows that hold no real embedding (a missing image written as a zero row); they
+    # get codes at export but must not shape the codebooks during training.
+    valid: np.ndarray | None = None
 
     @property
     def dim(self) -> int:
@@ -40,7 +43,7 @@ def load_embedding_set(root: str | Path, datasets: Sequence[str], embedding: str
     """Load ``<root>/<ds>/<ds>.emb-<embedding>.npy`` for every dataset, validated and concatenated."""
     if not datasets:
         raise ValueError("no dataset given")
-    parts, dirs, paths, offsets = [], [], [], [0]
+    parts, dirs, paths, offsets, masks = [], [], [], [0], []
     for name in datasets:
         ds = load_dataset(root, name)
         path = ds.embedding_path(embedding)
@@ -55,8 +58,14 @@ def load_embedding_set(root: str | Path, datasets: Sequence[str], embedding: str
         if parts and x.shape[1] != parts[0].shape[1]:
             raise DataError(path, f"has dimension {x.shape[1]} but {datasets[0]}'s embeddings have "
                             f"{parts[0].shape[1]}: one shared quantizer needs one embedding size")
+        mask = ds.embedding_mask(embedding)
+        masks.append(np.ones(x.shape[0], dtype=bool) if mask is None else mask)
         parts.append(x)
         dirs.append(ds.dir)
         paths.append(path)
         offsets.append(offsets[-1] + x.shape[0])
-    return EmbeddingSet(list(datasets), dirs, paths, offsets, np.concatenate(parts).astype(np.float32, copy=False))
+    valid = np.concatenate(masks)
+    if not valid.any():
+        raise DataError(paths[0], "every row is masked as missing: nothing to train on")
+    return EmbeddingSet(list(datasets), dirs, paths, offsets, np.concatenate(parts).astype(np.float32, copy=False),
+                        valid)

@@ -78,8 +78,8 @@ def _local_or_hub(model: str | os.PathLike) -> tuple[str, bool]:
     if path.is_dir():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         return str(path), True
-    if str(model).startswith((".", "/", "~")) or path.suffix:
-        raise FileNotFoundError(f"{model}: model folder not found")
+    if str(model).startswith((".", "/", "~")) or str(model).count("/") > 1:
+        raise FileNotFoundError(f"{model}: model folder not found")  # a path, not an "org/name" hub id
     return str(model), False
 
 
@@ -180,15 +180,13 @@ class TextEncoder:
         path = str(default_text_model_path()) if model is None else model
         path, local = _local_or_hub(path)
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+        if self.tokenizer.pad_token is None and self.tokenizer.eos_token is not None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token  # decoder-style tokenizers; masked anyway
         self.model = AutoModel.from_pretrained(path, local_files_only=local).eval()
         self.device = _device(device)
         self.model.to(self.device)
         self.max_length = max_length
         self._torch = torch
-
-    @property
-    def dim(self) -> int:
-        return int(self.model.config.hidden_size)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = True,
                desc: str = "embed") -> np.ndarray:
@@ -197,7 +195,7 @@ class TextEncoder:
         torch = self._torch
         # Sorting by length keeps padding (wasted compute) small; results go back in input order.
         order = sorted(range(len(texts)), key=lambda k: (len(texts[k]), k))
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        out: np.ndarray | None = None  # allocated once the output width is known
         with torch.inference_mode(), tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
@@ -206,8 +204,12 @@ class TextEncoder:
                 hidden = self.model(**batch).last_hidden_state
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                if out is None:
+                    out = np.zeros((len(texts), pooled.shape[-1]), dtype=np.float32)
                 out[idx] = pooled.float().cpu().numpy()
                 bar.update(len(idx))
+        if out is None:
+            raise ValueError("no texts to embed")
         return out
 
 
@@ -347,6 +349,30 @@ def images_from_urls(urls_path: Path, num_items: int, cache_dir: Path, workers: 
     return paths
 
 
+def _readable(path: Path) -> bool:
+    """A cheap header/structure check (no full decode); decoding errors are still caught later."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        return True
+    except Exception:
+        return False
+
+
+def _report_missing(dir: Path, paths: list[Path | None], broken: set[int], num_items: int, policy: str) -> None:
+    no_file = [i for i, p in enumerate(paths) if p is None]
+    if not no_file and not broken:
+        return
+    bad = sorted(broken)
+    msg = (f"{len(no_file) + len(bad)} of {num_items} items have no usable image "
+           f"({len(no_file)} missing, first {no_file[:5]}; {len(bad)} unreadable, first {bad[:5]})")
+    if policy == "fail":
+        raise DataError(dir, msg + "; use --on-missing zero to write zero rows and a mask")
+    logger.warning("%s: %s; writing zero rows and a mask", dir, msg)
+
+
 def _open_image(path: Path):
     from PIL import Image
 
@@ -428,6 +454,11 @@ def embed_image(cfg: ImageEmbedConfig, progress: bool = True) -> dict[str, Any]:
         cache = Path(cfg.cache_dir) if cfg.cache_dir else dir / "image_cache"
         paths = images_from_urls(urls, num_items, cache, cfg.download_workers, cfg.timeout, progress)
 
+    if cfg.on_missing == "fail":
+        # Check every file before loading the model, so a failing run fails in seconds.
+        unreadable = [i for i, p in enumerate(paths) if p is not None and not _readable(p)]
+        _report_missing(dir, paths, set(unreadable), num_items, cfg.on_missing)
+
     _set_threads(cfg.threads)
     encoder = ImageEncoder(cfg.encoder, cfg.device)
     valid = np.zeros(num_items, dtype=bool)
@@ -446,16 +477,9 @@ def embed_image(cfg: ImageEmbedConfig, progress: bool = True) -> dict[str, Any]:
                     valid[i] = True
             bar.update(len(chunk))
             if cfg.on_missing == "fail" and len(ok) < len(chunk):
-                break  # no point embedding the rest: the run fails below
+                break  # decodes despite passing the check: no point embedding the rest
     missing = np.flatnonzero(~valid)
-    if missing.size:
-        no_file = [int(i) for i in missing if paths[i] is None]
-        broken = [int(i) for i in missing if paths[i] is not None]
-        msg = (f"{missing.size} of {num_items} items have no usable image "
-               f"({len(no_file)} missing, first {no_file[:5]}; {len(broken)} unreadable, first {broken[:5]})")
-        if cfg.on_missing == "fail":
-            raise DataError(dir, msg + "; use --on-missing zero to write zero rows and a mask")
-        logger.warning("%s: %s; writing zero rows and a mask", dir, msg)
+    _report_missing(dir, paths, {int(i) for i in missing if paths[i] is not None}, num_items, cfg.on_missing)
     if not rows:
         raise DataError(dir, f"no item has a usable image, nothing to embed ({num_items} items)")
     dim = next(iter(rows.values())).shape[0]

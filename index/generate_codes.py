@@ -31,7 +31,7 @@ import torch
 from genrec.data import DataError, codes_to_json, format_code
 from genrec.utils.io import atomic_write_json
 from index.checkpoint import load_model, read_meta
-from index.collisions import POLICIES, get_policy
+from index.collisions import OBJECTIVES, POLICIES, get_policy
 from index.config import QUANTIZER_KINDS, add_dataclass_args, default_run_dir, overrides_from_args
 from index.data import load_embedding_set
 from index.metrics import code_stats, collision_stats
@@ -58,7 +58,8 @@ class ExportConfig:
     modality: str = _opt("", "text or image; must match the checkpoint (default: the checkpoint's)")
     kind: str = _opt("rqvae", "quantizer kind, only used to find the default checkpoint")
     policy: str = _opt("assign", "collision policy: assign (unique 4-token codes) or dedup-token (5th token)")
-    beam: int = _opt(16, "initial candidate codes per colliding item (assign; widens automatically)")
+    beam: int = _opt(16, "initial beam width per prefix depth for colliding items (assign; widens automatically)")
+    objective: str = _opt("prefix", "assign: keep the longest prefix first (prefix) or minimise total distance (distance)")
     scope: str = _opt("all", "uniqueness across all exported datasets (all) or within each (dataset)")
     out: str = _opt("", "write code files here instead of each dataset folder")
     report: str = _opt("", "also write the combined JSON report to this path")
@@ -68,6 +69,8 @@ class ExportConfig:
     def validate(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"policy {self.policy!r}: expected one of {', '.join(POLICIES)}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective {self.objective!r}: expected one of {', '.join(OBJECTIVES)}")
         if self.scope not in ("all", "dataset"):
             raise ValueError(f"scope {self.scope!r}: expected all or dataset")
         if self.modality not in ("", "text", "image"):
@@ -116,7 +119,8 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
 
     z = latents(model, data.x, device)
     nearest = rq.encode(z).cpu().numpy()
-    policy = get_policy(cfg.policy, beam=cfg.beam) if cfg.policy == "assign" else get_policy(cfg.policy)
+    policy = get_policy(cfg.policy, beam=cfg.beam, objective=cfg.objective) if cfg.policy == "assign" \
+        else get_policy(cfg.policy)
     if cfg.scope == "all":
         resolution = policy.resolve(z, rq, nearest)
         final = resolution.codes
@@ -155,7 +159,8 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
 
     report = {
         "checkpoint": str(ckpt), "kind": meta.get("kind"), "modality": modality, "embedding": embedding,
-        "datasets": list(data.names), "policy": cfg.policy, "scope": cfg.scope,
+        "datasets": list(data.names), "policy": cfg.policy,
+        "objective": cfg.objective if cfg.policy == "assign" else None, "scope": cfg.scope,
         "codebook_sizes": rq.sizes, "items": int(len(final)),
         "before": code_stats(nearest, rq.sizes), "after": code_stats(final[:, :rq.levels], rq.sizes) | collision_stats(final),
         "resolution": resolutions, "per_dataset": per_dataset, "time_s": round(time.perf_counter() - t0, 3),

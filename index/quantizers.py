@@ -214,7 +214,12 @@ class RQVAE(SemanticQuantizer):
     def decode_latent(self, q: torch.Tensor) -> torch.Tensor:
         return self.decoder(q)
 
-    def forward(self, x: torch.Tensor, balanced: bool = True) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, balanced: bool = True, quantize: bool = True) -> dict[str, torch.Tensor]:
+        if not quantize:  # auto-encoder warm-up: no codebooks yet
+            recon = self.decoder(self.encoder(x))
+            recon_loss = F.mse_loss(recon, x)
+            zero = recon_loss.new_zeros(())
+            return {"loss": recon_loss, "recon_loss": recon_loss, "quant_loss": zero, "codes": None, "recon": recon}
         out = self.rq(self.encoder(x), balanced=balanced)
         recon = self.decoder(out.quantized)
         recon_loss = F.mse_loss(recon, x)

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -70,11 +71,12 @@ def evaluate(model: SemanticQuantizer, x: torch.Tensor, val_idx: np.ndarray) -> 
     codes, recon_err, quant_err = [], [], []
     for start in range(0, x.shape[0], EVAL_CHUNK):
         xb = x[start:start + EVAL_CHUNK]
-        out = model.rq(model.latent(xb), balanced=False)
+        z = model.latent(xb)
+        out = model.rq(z, balanced=False)
         recon = model.decode_latent(out.quantized)
         recon_err.append((recon - xb).pow(2).mean(1))
         # per item, the value of the quantizer loss: (1 + beta) * mean over levels of |r_l - q_l|^2 / d
-        residual = model.latent(xb)
+        residual = z
         per_level = []
         for level, cb in enumerate(model.rq.codebooks):
             q = cb[out.codes[:, level]]
@@ -159,6 +161,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     data = load_embedding_set(cfg.data_root, cfg.datasets, cfg.embedding)
     n = data.x.shape[0]
     train_idx, val_idx = split_items(n, cfg.holdout, cfg.seed)
+    if data.valid is not None and not data.valid.all():
+        logger.info("%d rows are masked as missing embeddings: left out of training", int((~data.valid).sum()))
+        train_idx, val_idx = train_idx[data.valid[train_idx]], val_idx[data.valid[val_idx]]
     k = cfg.quantizer.codebook_size
     if len(train_idx) < k:
         raise DataError(data.paths[0], f"{len(train_idx)} training items ({n} items, {len(val_idx)} held out) for "
@@ -177,12 +182,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             raise DataError(last_dir, f"checkpoint was trained on {meta.get('datasets')}, not {data.names}")
         saved_q = TrainConfig.from_dict(meta["config"]).quantizer
         if saved_q != cfg.quantizer:
-            logger.warning("resuming: quantizer settings come from the checkpoint, ignoring the given ones")
+            logger.warning("resuming: using the checkpoint's quantizer settings (they differ from this command's)")
             cfg.quantizer = saved_q
     else:
         model = build_quantizer(cfg.quantizer, data.dim).to(device)
+        # A fresh run starts a fresh log and must not leave an older run's checkpoints to be mistaken
+        # for its own (only our checkpoint folders are removed).
         if metrics_path.exists():
-            metrics_path.unlink()  # a fresh run starts a fresh log
+            metrics_path.unlink()
+        for old in (best_dir, last_dir):
+            if (old / "config.json").is_file() and (old / "model.safetensors").is_file():
+                shutil.rmtree(old)
     x = torch.from_numpy(data.x).to(device)
     meta_base = _meta(cfg, data, len(train_idx), len(val_idx))
 
@@ -191,11 +201,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     rng = np.random.default_rng(cfg.seed + 1)
     sample = train_idx if len(train_idx) <= cfg.quantizer.kmeans_samples else \
         np.sort(rng.choice(train_idx, cfg.quantizer.kmeans_samples, replace=False))
-    t0 = time.perf_counter()
-    if model.fit_codebooks(x[torch.as_tensor(sample, device=device)], torch.Generator().manual_seed(cfg.seed)):
-        logger.info("k-means codebook init on %d items: %.1fs", len(sample), time.perf_counter() - t0)
-    else:
-        logger.info("codebooks already initialised (loaded); skipping k-means")
+    sample_init = torch.as_tensor(sample, device=device)
+    ae_warmup = cfg.ae_warmup_epochs if model.trainable else 0
+
+    def init_codebooks() -> None:
+        t0 = time.perf_counter()
+        if model.fit_codebooks(x[sample_init], torch.Generator().manual_seed(cfg.seed)):
+            logger.info("k-means codebook init on %d items: %.1fs", len(sample), time.perf_counter() - t0)
+        else:
+            logger.info("codebooks already initialised (loaded); skipping k-means")
+
+    if ae_warmup == 0:
+        init_codebooks()
 
     best_value, best_epoch, start_epoch, step = math.inf, 0, 0, 0
     optimizer = scheduler = None
@@ -210,22 +227,24 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             logger.info("resumed %s at epoch %d (step %d)", last_dir, start_epoch, step)
     epochs = cfg.epochs if model.trainable else 0
 
-    def checkpoint(epoch: int, record: dict[str, Any]) -> None:
+    def checkpoint(epoch: int, record: dict[str, Any], save_last: bool = True) -> None:
         nonlocal best_value, best_epoch
         value = record[cfg.best_metric]
         meta = {**meta_base, "epoch": epoch, "step": step, "metrics": record}
-        if value < best_value or not (best_dir / "config.json").is_file():
+        if bool(model.rq.initialised) and (value < best_value or not (best_dir / "config.json").is_file()):
             best_value, best_epoch = value, epoch
             save_checkpoint(best_dir, model, {**meta, "best_metric": cfg.best_metric})
-        save_checkpoint(last_dir, model, meta, optimizer, scheduler,
-                        {"epoch": epoch, "step": step, "best_value": best_value, "best_epoch": best_epoch})
+        if save_last:
+            save_checkpoint(last_dir, model, meta, optimizer, scheduler,
+                            {"epoch": epoch, "step": step, "best_value": best_value, "best_epoch": best_epoch})
 
     train_t = torch.as_tensor(train_idx, device=device)
     # restarts draw replacement codewords from a fixed random subset of training items
     sample_t = torch.as_tensor(np.random.default_rng(cfg.seed + 2).permutation(train_idx)[:8192], device=device)
     t_start = time.perf_counter()
     evaluated = False
-    if model.trainable and start_epoch == 0 and epochs > 0:
+    last_epoch = start_epoch
+    if model.trainable and start_epoch == 0 and epochs > 0 and ae_warmup == 0:
         # epoch 0: the k-means-initialised model, the reference point for what training adds
         metrics, _ = evaluate(model, x, val_idx)
         append_jsonl(metrics_path, {"epoch": 0, "step": 0, **metrics, "elapsed_s": 0.0})
@@ -238,7 +257,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             perm = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
             sums = np.zeros(3)
             seen = 0
-            if cfg.dead_code_restart and epoch > 0 and epoch % cfg.dead_code_restart == 0:
+            quantize = epoch >= ae_warmup
+            if quantize and not bool(model.rq.initialised):
+                init_codebooks()  # after the auto-encoder warm-up, on latents that mean something
+            elif quantize and cfg.dead_code_restart and epoch > ae_warmup and epoch % cfg.dead_code_restart == 0:
                 # At the start of an epoch and from the current model only, so resuming repeats it.
                 restarted = restart_dead_codes(model, optimizer, x[sample_t], cfg.seed * 7919 + epoch)
                 if any(restarted):
@@ -247,7 +269,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 idx = train_t[perm[b * cfg.batch_size:(b + 1) * cfg.batch_size].to(device)]
                 if cfg.quantizer.batch_norm and len(idx) < 2:
                     continue  # batch-norm cannot train on a single item
-                out = model(x[idx], balanced=True)
+                out = model(x[idx], balanced=True, quantize=quantize)
                 optimizer.zero_grad(set_to_none=True)
                 out["loss"].backward()
                 if cfg.grad_clip > 0:
@@ -258,10 +280,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 # .item(): accumulate numbers, not graphs (the published loop leaked memory here)
                 sums += len(idx) * np.array([out["loss"].item(), out["recon_loss"].item(), out["quant_loss"].item()])
                 seen += len(idx)
-            done = epoch + 1
+            done = last_epoch = epoch + 1
             if done % cfg.eval_every == 0 or done == epochs:
                 metrics, _ = evaluate(model, x, val_idx)
-                record = {"epoch": done, "step": step, "lr": scheduler.get_last_lr()[0],
+                record = {"epoch": done, "step": step, "lr": scheduler.get_last_lr()[0], "quantized": quantize,
                           "train_loss": sums[0] / max(seen, 1), "train_recon": sums[1] / max(seen, 1),
                           "train_quant": sums[2] / max(seen, 1), **metrics,
                           "elapsed_s": round(time.perf_counter() - t_start, 3)}
@@ -271,12 +293,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 bar.set_postfix(loss=f"{record['train_loss']:.4g}", val=f"{record['val_recon']:.4g}",
                                 coll=f"{record['collision_rate']:.3f}")
         bar.close()
-    if not evaluated and (not cfg.resume or not (best_dir / "config.json").is_file()):
-        # RQ-KMeans (fitted above), or zero epochs: the initialised model is the result.
+    in_warmup = not bool(model.rq.initialised)
+    if in_warmup:
+        # The run ended inside the auto-encoder warm-up: initialise for a usable 'best', but keep
+        # 'last' as it was so a resume still finishes the warm-up before its k-means init.
+        init_codebooks()
+    if not (best_dir / "config.json").is_file() or (not evaluated and not cfg.resume):
+        # RQ-KMeans (fitted above), zero epochs, or only warm-up epochs: the current model is the result.
         metrics, _ = evaluate(model, x, val_idx)
-        record = {"epoch": start_epoch, "step": step, **metrics, "elapsed_s": round(time.perf_counter() - t_start, 3)}
+        record = {"epoch": last_epoch, "step": step, **metrics, "elapsed_s": round(time.perf_counter() - t_start, 3)}
         append_jsonl(metrics_path, record)
-        checkpoint(start_epoch, record)
+        checkpoint(last_epoch, record, save_last=not (in_warmup and (last_dir / "config.json").is_file()))
     train_time = time.perf_counter() - t_start
 
     best_model, best_meta = load_model(best_dir, device)

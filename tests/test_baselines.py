@@ -176,6 +176,16 @@ def test_resume_equals_uninterrupted(syn, tmp_path):
     assert (tmp_path / "full" / "best" / "model.safetensors").is_file()
 
 
+def test_early_stopping_and_a_resumed_run_stays_stopped(syn, tmp_path):
+    # lr 0: the second validation cannot improve on the first, so patience 1 stops after 2 epochs
+    args = _args(epochs=50, batch_size=64, lr=0.0, patience=1, output_dir=str(tmp_path))
+    first = MODELS["sasrec"](syn, 0.0, args)
+    assert first["stop_reason"] == "early_stopping" and first["steps"] == 8 and first["best_epoch"] == 1.0
+    again = MODELS["sasrec"](syn, 0.0, args)
+    assert again["stop_reason"] == "early_stopping" and again["steps"] == 8
+    assert again["NDCG@10"] == first["NDCG@10"]
+
+
 def test_resume_refuses_another_model_config(syn, tmp_path):
     MODELS["sasrec"](syn, 0.0, _args(epochs=1, batch_size=64, output_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="different model"):

@@ -46,6 +46,12 @@ def test_make_codes_unique_on_four_level_codes_uses_fifth_letter():
     assert [c[4] for c in make_codes_unique(image)[0]] == ["<E_0>", "<E_1>"]
 
 
+def test_make_codes_unique_needs_a_free_level_letter():
+    full = [format_code([1] * 8, "text")] * 2
+    with pytest.raises(ValueError, match="no level letter is left"):
+        make_codes_unique(full)
+
+
 def test_unique_codes_are_returned_unchanged():
     codes = [format_code([i, 0, 0, 0], "text") for i in range(5)]
     assert make_codes_unique(codes) == (codes, 0)

@@ -15,6 +15,15 @@ TOL = 2e-4   # absolute, on total log-probabilities
 RTOL = 2e-5  # relative: peaked models have logits in the hundreds, float32 rounding grows with them
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread is fastest, and on a shared machine extra threads only wait."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def tok():
     return build_tokenizer()
@@ -182,3 +191,22 @@ def test_gpu_matches_cpu(tok):
     gpu.leaves, gpu.scores = gpu.leaves.cpu(), gpu.scores.cpu()
     _assert_same(gpu, cpu, tol=1e-3)
     assert math.isfinite(gpu.scores[0, 0].item())
+
+
+@pytest.mark.slow
+def test_instruments_codes_paper_preset_match_generate(tok, shared_data):
+    """Real codes: Instruments text codes with the dedup token (6,250 items, 5 tokens), the paper
+    preset (random init) and real test histories."""
+    from genrec.data import load_dataset
+    from genrec.evaluation import build_sources
+    from genrec.tasks import dataset_codes, get_task
+
+    ds = load_dataset(shared_data, "Instruments")
+    codes = dataset_codes(ds, dedup=True)
+    assert len(codes["text"][0]) == 5 and len(set(codes["text"])) == ds.num_items == 6250
+    model = _model(tok, "paper", 0)
+    samples = ds.split(20).test[:6]
+    for modality, task in (("text", "seqrec"), ("image", "seqimage")):
+        sources = build_sources(tok, get_task(task), codes, samples)
+        trie, fast, _ = _check_against_generate(model, tok, codes[modality], sources, beams=20)
+        assert trie.unique and (fast.leaves >= 0).all()

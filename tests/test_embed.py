@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from genrec.data import DataError, load_dataset
-from index.embed import (ImageEmbedConfig, ImageEncoder, TextEmbedConfig, TextEncoder, embed_image, embed_text,
-                         item_texts, main)
+from index.embed import (ImageEmbedConfig, ImageEncoder, TextEmbedConfig, TextEncoder, _local_or_hub, embed_image,
+                         embed_text, item_texts, main, output_name)
 
 ITEMS = [
     {"title": "Fender acoustic guitar strings, phosphor bronze", "description": "Light gauge strings for acoustic guitars."},
@@ -107,6 +107,17 @@ def test_text_embedding_file(minilm, tmp_path, monkeypatch):
     np.testing.assert_allclose(concat[2], emb[2], atol=1e-5)  # title only: both modes agree
 
 
+def test_model_argument_local_or_hub(tmp_path):
+    assert _local_or_hub(str(tmp_path)) == (str(tmp_path), True)
+    assert _local_or_hub("BAAI/bge-small-en-v1.5") == ("BAAI/bge-small-en-v1.5", False)  # a hub id, dots and all
+    for path in ("./missing", str(tmp_path / "missing"), "a/b/c"):
+        with pytest.raises(FileNotFoundError, match="model folder not found"):
+            _local_or_hub(path)
+    assert output_name("BAAI/bge-small") == "BAAI-bge-small"
+    with pytest.raises(ValueError):
+        output_name("x.mask")
+
+
 def test_text_cli_errors(tmp_path):
     (tmp_path / "E").mkdir()
     assert main(["text", "--data-root", str(tmp_path), "--dataset", "E"]) == 2  # no item.json
@@ -158,6 +169,10 @@ def test_image_missing_policy_fail(tiny_clip, image_dataset):
     with pytest.raises(DataError, match=r"2 of 5 items have no usable image \(1 missing, first \[2\]; 1 unreadable, first \[3\]\)"):
         embed_image(cfg, progress=False)
     assert not list((root / "E").glob("*.npy"))
+    # the images are checked before the encoder is loaded: a bad encoder path is not even reached
+    cfg.encoder = str(root / "no-such-encoder")
+    with pytest.raises(DataError, match="2 of 5 items have no usable image"):
+        embed_image(cfg, progress=False)
     assert main(["image", "--data-root", str(root), "--dataset", "E", "--encoder", str(tiny_clip),
                  "--image-dir", str(imgs), "--no-progress"]) == 2
 

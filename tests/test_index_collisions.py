@@ -60,7 +60,8 @@ def test_more_items_than_possible_codes_is_an_error():
         AssignmentPolicy().resolve(z, model.rq, model.rq.encode(z).numpy())
 
 
-def test_assignment_is_optimal_against_brute_force():
+@pytest.mark.parametrize("objective", ["distance", "prefix"])
+def test_assignment_is_optimal_against_brute_force(objective):
     torch.manual_seed(3)
     x = torch.randn(9, 4)
     x[:4] = x[0]
@@ -68,18 +69,44 @@ def test_assignment_is_optimal_against_brute_force():
     model = fitted_kmeans(x, levels=2, size=3)
     z = model.latent(x)
     nearest = model.rq.encode(z).numpy()
-    res = AssignmentPolicy(beam=1).resolve(z, model.rq, nearest)
-    sizes = np.unique(nearest, axis=0, return_inverse=True, return_counts=True)
-    moved_ok = sizes[2][sizes[1].reshape(-1)] > 1
-    colliding = np.flatnonzero(moved_ok)
-    taken = {tuple(c) for c in nearest[~moved_ok]}
+    res = AssignmentPolicy(beam=1, objective=objective).resolve(z, model.rq, nearest)
+    _, inv, counts = np.unique(nearest, axis=0, return_inverse=True, return_counts=True)
+    colliding = np.flatnonzero(counts[inv.reshape(-1)] > 1)
+    taken = {tuple(c) for c in np.delete(nearest, colliding, axis=0)}
     free = [c for c in itertools.product(range(3), range(3)) if c not in taken]
     cost = np.array([[float(model.rq.path_costs(z[i:i + 1], torch.tensor([c])).item()) for c in free]
                      for i in colliding])
-    best = min(sum(cost[r, p[r]] for r in range(len(colliding)))
-               for p in itertools.permutations(range(len(free)), len(colliding)))
-    got = float(model.rq.path_costs(z[colliding], torch.as_tensor(res.codes[colliding])).sum())
-    assert got == pytest.approx(best, rel=1e-9, abs=1e-9)
+    lost = np.array([[2 - (c[0] == nearest[i, 0]) * (1 + (c[1] == nearest[i, 1])) for c in free] for i in colliding])
+
+    def key(p):
+        rows = range(len(colliding))
+        total = sum(cost[r, p[r]] for r in rows)
+        return (sum(lost[r, p[r]] for r in rows), total) if objective == "prefix" else (0, total)
+
+    best = min(key(p) for p in itertools.permutations(range(len(free)), len(colliding)))
+    got_cost = float(model.rq.path_costs(z[colliding], torch.as_tensor(res.codes[colliding])).sum())
+    got_lost = sum(2 - (a[0] == b[0]) * (1 + (a[1] == b[1])) for a, b in zip(res.codes[colliding], nearest[colliding]))
+    assert got_cost == pytest.approx(best[1], rel=1e-9, abs=1e-9)
+    if objective == "prefix":
+        assert got_lost == best[0]
+        # one member of every colliding group keeps the nearest code
+        assert res.report["moved"] == res.report["before"]["duplicate_items"]
+
+
+def test_prefix_objective_moves_only_the_last_level_when_it_can():
+    torch.manual_seed(2)
+    x = torch.randn(200, 6)
+    x[:6] = x[0]
+    x[6:10] = x[6]
+    model = fitted_kmeans(x, levels=3, size=16)
+    z = model.latent(x)
+    nearest = model.rq.encode(z).numpy()
+    res = AssignmentPolicy().resolve(z, model.rq, nearest)
+    assert len(np.unique(res.codes, axis=0)) == 200
+    assert res.report["moved"] == res.report["before"]["duplicate_items"]
+    assert set(res.report["first_changed_level"]) == {"3"}
+    with pytest.raises(ValueError, match="objective"):
+        AssignmentPolicy(objective="nearest")
 
 
 def test_beam_candidates_are_sorted_and_include_the_nearest_code():

@@ -150,3 +150,26 @@ def test_default_rqvae_shape_matches_the_paper():
     assert model.rq.sizes == [256] * 4 and model.rq.dim == 32
     assert not isinstance(model.encoder[-1], torch.nn.ReLU)
     assert np.allclose([float(m.bias.detach().abs().sum()) for m in model.encoder if isinstance(m, torch.nn.Linear)], 0)
+
+
+def test_cli_flags_override_a_json_config(tmp_path):
+    import json
+
+    from index.train import build_parser, config_from_args
+
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"datasets": ["A"], "embedding": "e", "epochs": 7,
+                                "quantizer": {"codebook_size": 16, "beta": 0.5}}))
+    args = build_parser().parse_args(["--config", str(path), "--levels", "3", "--lr", "0.01", "--no-progress"])
+    cfg = config_from_args(args)
+    assert cfg.datasets == ("A",) and cfg.epochs == 7 and cfg.lr == 0.01 and cfg.progress is False
+    assert cfg.quantizer.codebook_size == 16 and cfg.quantizer.beta == 0.5 and cfg.quantizer.levels == 3
+    assert cfg.quantizer.sinkhorn_eps == (0.0, 0.0, 0.003)  # per-level default follows --levels
+    cfg = config_from_args(build_parser().parse_args(["--datasets", "A,B", "--embedding", "e",
+                                                      "--sinkhorn-eps", "0,0.01,0,0.003"]))
+    assert cfg.datasets == ("A", "B") and cfg.quantizer.sinkhorn_eps == (0.0, 0.01, 0.0, 0.003)
+    with pytest.raises(ValueError, match="either --dataset or --datasets"):
+        config_from_args(build_parser().parse_args(["--dataset", "A", "--datasets", "B", "--embedding", "e"]))
+    path.write_text(json.dumps({"quantizer": {"codebooks": 3}}))
+    with pytest.raises(ValueError, match="unknown QuantizerConfig fields: codebooks"):
+        config_from_args(build_parser().parse_args(["--config", str(path)]))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from genrec.data import RecDataset, format_code, leave_one_out
-from genrec.data_pipeline import TrainSet, build_dataset_data, collate, encode_source, shard_step
+from genrec.data_pipeline import TrainSet, build_dataset_data, collate, encode_source, partition_sorted, shard_step
 from genrec.tasks import TASKS, dataset_codes, get_task, parse_tasks, resolve_tasks, task_variants
 from genrec.tokenizer import build_tokenizer, task_token
 
@@ -180,11 +180,30 @@ def test_shard_step_covers_the_batch_once():
     idx = np.arange(100, 137)
     lengths = np.zeros(200, dtype=np.int64)
     lengths[idx] = np.random.default_rng(0).integers(3, 50, size=len(idx))
-    for world, micro in ((1, 37), (1, 8), (2, 8), (3, 5)):
-        shards = [shard_step(idx, lengths, world, r, micro) for r in range(world)]
+    for world, micro, cost in ((1, 37, 1e12), (1, 8, 1e12), (2, 8, 1e12), (3, 5, 1e12), (1, 37, 20), (2, 37, 20)):
+        shards = [shard_step(idx, lengths, world, r, micro, cost) for r in range(world)]
         got = np.concatenate([c for s in shards for c in s])
         assert sorted(got.tolist()) == idx.tolist()
         assert all(len(c) <= micro for s in shards for c in s) and all(s for s in shards)
-        for s in shards:  # micro-batches are length-sorted runs
-            for c in s:
-                assert lengths[c].max() - lengths[c].min() <= lengths[idx].max() - lengths[idx].min()
+        if cost == 1e12:  # the fewest micro-batches
+            assert max(len(s) for s in shards) == -(-(-(-len(idx) // world)) // micro)
+        for s in shards:  # micro-batches are runs of the length-sorted order
+            assert all(lengths[a].min() >= lengths[b].max() for a, b in zip(s, s[1:]))
+
+
+def test_partition_minimises_padding_plus_forward_cost():
+    import itertools
+
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        lens = np.sort(rng.integers(1, 30, size=9))[::-1]
+        cost, cap = float(rng.integers(0, 40)), int(rng.integers(2, 10))
+
+        def total(cuts):
+            return sum((b - a) * lens[a] + cost for a, b in cuts)
+
+        best = min(total(list(zip((0,) + c, c + (9,)))) for k in range(9) for c in itertools.combinations(range(1, 9), k)
+                   if all(b - a <= cap for a, b in zip((0,) + c, c + (9,))))
+        cuts = partition_sorted(lens, cap, cost)
+        assert cuts[0][0] == 0 and cuts[-1][1] == 9 and all(a[1] == b[0] for a, b in zip(cuts, cuts[1:]))
+        assert total(cuts) == pytest.approx(best)

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from genrec.data import codes_to_json, format_code, load_inter_json
-from genrec.data_pipeline import collate, shard_step
+from genrec.data_pipeline import collate
 from genrec.finetune import main as finetune_main
 from genrec.model import build_model
 from genrec.pretrain import main as pretrain_main
@@ -85,12 +85,12 @@ def test_loss_and_update_under_gradient_accumulation_equal_one_big_batch(root, t
     results = {}
     for micro in (128, 48, 7):
         tr = Trainer(_cfg(root, tmp_path, run=f"ga{micro}", micro_batch_size=micro, dropout=0.0, max_steps=1,
-                          tasks=["seqrec", "seqimage", "item2image"]))
+                          tasks=["seqrec", "seqimage", "item2image"], forward_cost_tokens=1e9))
         plan = tr._epoch_batches(0)
         idx = plan.batches[0]
         lengths = tr.trainset.source_lengths(plan.choice)
         n_tokens = tr.trainset.target_tokens(idx, plan.choice)
-        micro_batches = shard_step(idx, lengths, 1, 0, micro)
+        micro_batches = tr.micro_batches(idx, lengths)
         if micro == 128:
             # our normalisation equals the model's own token-mean loss on the whole batch
             srcs, tgts = tr.trainset.examples(idx, plan.choice)

@@ -73,6 +73,7 @@ class TrainState:
     best_step: int = 0
     bad_evals: int = 0
     last_eval_step: int = -1
+    early_stopped: bool = False  # a resumed run does not train past its early stop
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -263,9 +264,9 @@ class Trainer:
             raise ValueError("no training pairs: every user's training part has fewer than 2 items")
         batches_per_epoch = len(self._epoch_batches(0))
         start = time.perf_counter() - st.elapsed
-        stop_reason = "epochs"
+        stop_reason = "early_stopping" if st.early_stopped else "epochs"
         self.model.train()
-        while st.epoch < cfg.epochs:
+        while st.epoch < cfg.epochs and not st.early_stopped:
             global_batches = self._epoch_batches(st.epoch)
             bar = tqdm(range(st.batch, len(global_batches)), desc=f"epoch {st.epoch + 1}", leave=False,
                        disable=None if acc.is_main_process else True)
@@ -290,7 +291,7 @@ class Trainer:
             epoch_pos = st.epoch + st.batch / batches_per_epoch
             if stop_reason != "epochs" or st.epoch % cfg.eval_every == 0:
                 if self._evaluate_and_select(epoch_pos) and stop_reason == "epochs":
-                    stop_reason = "early_stopping"
+                    stop_reason, st.early_stopped = "early_stopping", True
             st.elapsed = time.perf_counter() - start
             self.save_checkpoint()
             if stop_reason != "epochs":

@@ -121,6 +121,8 @@ def make_codes_unique(codes: Codes) -> tuple[Codes, int]:
         return list(codes), 0
     first_letter = CODE_TOKEN.match(codes[0][0]).group(1)
     letters = TEXT_LEVELS if first_letter.islower() else IMAGE_LEVELS
+    if len(codes[0]) >= len(letters):
+        raise ValueError(f"codes already have {len(codes[0])} levels; no level letter is left for a dedup token")
     level_letter = letters[len(codes[0])]
     seen: dict[tuple[str, ...], int] = defaultdict(int)
     out = []

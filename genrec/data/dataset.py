@@ -91,6 +91,23 @@ class RecDataset:
             self._emb_cache[model] = load_embeddings(self.embedding_path(model), self.num_items)
         return self._emb_cache[model]
 
+    def embedding_mask(self, model: str) -> np.ndarray | None:
+        """Boolean ``[num_items]`` mask of rows that hold a real embedding, or None if no mask file exists.
+
+        ``index.embed image --on-missing zero`` writes zero rows for items whose image is missing or
+        broken, plus this mask; consumers must not treat those rows as real image features.
+        """
+        path = self.dir / f"{self.name}.emb-{model}.mask.npy"
+        if not path.is_file():
+            return None
+        try:
+            mask = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise DataError(path, f"not a valid .npy array: {e}") from None
+        if mask.shape != (self.num_items,):
+            raise DataError(path, f"mask has shape {mask.shape}, expected ({self.num_items},)")
+        return mask.astype(bool)
+
     def stats(self) -> dict[str, Any]:
         lengths = [len(s) for s in self.sequences]
         out: dict[str, Any] = {
@@ -214,6 +231,10 @@ def load_recbole(dir: Path, name: str, min_interactions: int = MIN_INTERACTIONS)
     train = _read_recbole(dir / f"{name}.train.inter")
     valid = _read_recbole(dir / f"{name}.valid.inter")
     test = _read_recbole(dir / f"{name}.test.inter")
+    orphans = sorted(set(train) - set(test))
+    if orphans:
+        raise DataError(dir / f"{name}.train.inter", f"{len(orphans)} users have training rows but no test row "
+                        f"(first: {orphans[:5]}); the three files must cover the same users")
     users, sequences = [], []
     for user in sorted(test, key=lambda u: (len(u), u) if u.isdigit() else (math.inf, u)):
         rows = list(reversed(train.get(user, [])))

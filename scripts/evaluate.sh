@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Text, image and fused evaluation of a finetuned run (full ranking over all test users).
+#
+#   scripts/evaluate.sh [RUN_DIR] [DATASET] [extra genrec.evaluate flags...]
+#   scripts/evaluate.sh log/quickstart Synthetic
+#   scripts/evaluate.sh log/finetune-Instruments Instruments --beams 20 --threads 2
+#
+# Defaults: RUN_DIR=log/quickstart, DATASET=Synthetic (the embedded default dataset).
+# Environment: SPLIT (test|valid, default test), RULE (prob|rrf|published, default prob),
+# LAUNCH (a launcher prefix, e.g. "accelerate launch --multi_gpu --num_processes 2 --num_machines 1
+# --mixed_precision no --dynamo_backend no"; default: plain python).
+# Results: RUN_DIR/eval/<dataset>-{seqrec,seqimage,fused}-<split>.metrics.json (+ predictions).
+set -euo pipefail
+
+RUN_DIR="${1:-log/quickstart}"
+DATASET="${2:-Synthetic}"
+shift $(( $# > 2 ? 2 : $# ))
+SPLIT="${SPLIT:-test}"
+RULE="${RULE:-prob}"
+
+if [[ ! -d "$RUN_DIR" ]]; then
+    echo "scripts/evaluate.sh: error: run folder $RUN_DIR not found (train one first, e.g. python -m genrec.finetune)" >&2
+    exit 2
+fi
+
+if [[ -n "${LAUNCH:-}" ]]; then
+    read -r -a runner <<< "$LAUNCH"
+    runner+=(-m genrec.evaluate)
+else
+    runner=(python -m genrec.evaluate)
+fi
+
+for task in seqrec seqimage; do
+    echo "== $DATASET $task ($SPLIT) =="
+    "${runner[@]}" --ckpt "$RUN_DIR" --dataset "$DATASET" --task "$task" --split "$SPLIT" "$@"
+done
+
+echo "== $DATASET late fusion ($RULE) =="
+python -m genrec.fusion --ckpt "$RUN_DIR" --dataset "$DATASET" --split "$SPLIT" --rule "$RULE"

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Multi-task T5 pretraining with MQL4GRec's hyperparameters (flags given here override them).
+#
+#   scripts/pretrain.sh --datasets Office,Beauty --run pretrain-ob
+#   LAUNCH="accelerate launch --num_processes 4" scripts/pretrain.sh --datasets Scientific,Office,Beauty
+#   scripts/pretrain.sh --quick            # synthetic default dataset, tiny model, about a minute on a CPU
+#
+# Defaults: tasks seqrec,seqimage (datasets without image codes train seqrec only), lr 1e-3,
+# weight decay 0.01, 30 epochs, effective batch 8192 (micro-batches of 256 per process, the rest by
+# exact gradient accumulation), one-epoch warmup then constant, best checkpoint by validation loss.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LAUNCH=${LAUNCH:-python}
+
+prepare_synthetic() {
+  # the embedded default dataset and its codes (a quick residual k-means quantizer per modality)
+  [ -f data/Synthetic/Synthetic.inter.json ] || python -m genrec.data synthetic --out data
+  local mod file
+  for mod in text image; do
+    if [ "$mod" = text ]; then file=data/Synthetic/Synthetic.index_lemb.json; else file=data/Synthetic/Synthetic.index_vitemb.json; fi
+    if [ ! -f "$file" ]; then
+      python -m index.train --data-root data --dataset Synthetic --embedding "synthetic-$mod" --modality "$mod" \
+        --kind rqkmeans --codebook-size 32 --threads 1 --no-progress --run-dir "log/index/Synthetic-$mod-quick"
+      python -m index.generate_codes --data-root data --dataset Synthetic --ckpt "log/index/Synthetic-$mod-quick/best"
+    fi
+  done
+}
+
+quick=0
+args=()
+for a in "$@"; do
+  if [ "$a" = "--quick" ]; then quick=1; else args+=("$a"); fi
+done
+
+if [ "$quick" = 1 ]; then
+  prepare_synthetic
+  exec $LAUNCH genrec/pretrain.py --quick --data-root data --tasks seqrec,seqimage ${args[@]+"${args[@]}"}
+fi
+
+exec $LAUNCH genrec/pretrain.py \
+  --datasets "${DATASETS:-Office,Beauty}" \
+  --tasks seqrec,seqimage \
+  --preset paper \
+  --lr 1e-3 --weight-decay 0.01 --epochs 30 \
+  --batch-size 8192 --micro-batch-size 256 \
+  --scheduler constant --warmup-epochs 1 \
+  --select-metric valid_loss --patience 0 \
+  --max-history 20 \
+  ${args[@]+"${args[@]}"}

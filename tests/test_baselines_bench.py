@@ -1,0 +1,64 @@
+"""The results benchmark script: tables, JSON, command line, n/a rows, merge."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_results", REPO / "benchmarks" / "results.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_writes_table_and_json(bench, synthetic_root, tmp_path):
+    # a copy without embeddings: content models must come out as "n/a", not crash the run
+    shutil.copytree(synthetic_root / "Synthetic", tmp_path / "data" / "Bare")
+    for p in (tmp_path / "data" / "Bare").iterdir():
+        if ".emb-" in p.name:
+            p.unlink()
+        else:
+            p.rename(p.with_name(p.name.replace("Synthetic", "Bare")))
+    out = tmp_path / "out"
+    argv = ["--datasets", "Bare", "--models", "popularity", "sasrec", "mmtransformer", "--budget-minutes", "0.05",
+            "--epochs", "1", "--batch-size", "64", "--threads", "1", "--cpu", "--data-root", str(tmp_path / "data"),
+            "--out", str(out)]
+    assert bench.main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    runs = res["runs"]["Bare"]
+    assert runs["mmtransformer"]["status"] == "n/a" and "no text embeddings" in runs["mmtransformer"]["reason"]
+    for name in ("popularity", "sasrec"):
+        assert 0 <= runs[name]["NDCG@10"] <= runs[name]["HR@10"] <= 1
+        assert "train_seconds" in runs[name] and "params" in runs[name]
+    md = (out / "results.md").read_text()
+    assert "python benchmarks/results.py " + " ".join(argv) in md
+    assert "| sasrec | " in md and "| mmtransformer | n/a" in md
+
+    # --merge keeps earlier rows and adds the new command
+    argv2 = ["--datasets", "Bare", "--models", "popularity", "--budget-minutes", "1", "--data-root",
+             str(tmp_path / "data"), "--out", str(out), "--merge", "--suffix", " again"]
+    assert bench.main(argv2) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert {"sasrec", "popularity again"} <= set(res["runs"]["Bare"]) and len(res["commands"]) == 2
+
+
+def test_benchmark_rejects_bad_arguments(bench, capsys):
+    assert bench.main(["--models", "nope", "--budget-minutes", "1"]) == 2
+    assert "unknown models" in capsys.readouterr().err
+    assert bench.main(["--models", "sasrec", "--budget-minutes", "0"]) == 2
+
+
+def test_published_numbers_are_in_the_table(bench):
+    md = bench.render_markdown({"commands": ["cmd"], "runs": {"Instruments": {}, "Beauty": {}}, "budget_minutes": 1,
+                                "environment": {"machine": "m", "torch": "t", "threads": 1, "device": "cpu"}})
+    assert "| *published: SASRec (MQL4GRec paper)* | 0.0318 | 0.0946 | 0.1233 | 0.0654 | 0.0746 |" in md
+    assert "SASRec (TIGER paper)" in md and "0.0605" in md
