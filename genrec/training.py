@@ -78,7 +78,7 @@ class TrainConfig:
     stop_after_steps: int = field(default=0, metadata=_help("stop this invocation after N steps with a checkpoint, as if interrupted"))
     batch_size: int = field(default=1024, metadata=_help("examples per optimizer step, all processes and micro-batches together"))
     micro_batch_size: int = field(default=256, metadata=_help("most examples per forward pass per process (accumulation when smaller)"))
-    forward_cost_tokens: float = field(default=0, metadata=_help(
+    forward_cost_tokens: float = field(default=0.0, metadata=_help(
         "fixed cost of one forward pass in padded tokens, used to cut length-sorted micro-batches "
         "(0 = auto: 1024 on CPU, 65536 on GPU; larger = fewer, more padded micro-batches)"))
     lr: float = field(default=5e-4, metadata=_help("peak learning rate"))

@@ -18,8 +18,12 @@ start=$SECONDS
 step() { echo; echo "== [$((SECONDS - start))s] $*"; }
 
 step "1/8 synthetic datasets (target Synthetic, pretraining domain SyntheticPre)"
-[[ -f "$DATA_ROOT/Synthetic/Synthetic.inter.json" ]] || "$PY" -m genrec.data synthetic --out "$DATA_ROOT" --name Synthetic --seed 0
-[[ -f "$DATA_ROOT/SyntheticPre/SyntheticPre.inter.json" ]] || "$PY" -m genrec.data synthetic --out "$DATA_ROOT" --name SyntheticPre --seed 1
+# 800 users x 160 items per domain: small enough that a short run learns the item-to-item structure.
+for spec in Synthetic:0 SyntheticPre:1; do
+    ds=${spec%%:*}
+    [[ -f "$DATA_ROOT/$ds/$ds.inter.json" ]] || \
+        "$PY" -m genrec.data synthetic --out "$DATA_ROOT" --name "$ds" --seed "${spec##*:}" --num-users 800 --num-items 160
+done
 "$PY" -m genrec.data stats --data-root "$DATA_ROOT" --dataset Synthetic
 
 step "2/8 text embeddings with all-MiniLM-L6-v2 (offline)"
@@ -30,22 +34,23 @@ done
 
 step "3/8 one text and one image RQ-VAE shared by both domains"
 DATASETS=Synthetic,SyntheticPre DATA_ROOT="$DATA_ROOT" TEXT_EMB=all-MiniLM-L6-v2 IMAGE_EMB=synthetic-image \
-    EPOCHS="${INDEX_EPOCHS:-40}" BATCH_SIZE=64 EVAL_EVERY=10 THREADS=1 EXTRA_ARGS="--no-progress" bash scripts/run.sh
+    EPOCHS="${INDEX_EPOCHS:-30}" BATCH_SIZE=64 EVAL_EVERY=10 THREADS=1 \
+    EXTRA_ARGS="--no-progress --codebook-size 16 --hidden-dims 256,128,64 --code-dim 16" bash scripts/run.sh
 
 step "4/8 unique semantic IDs for every item"
 DATASETS=Synthetic,SyntheticPre DATA_ROOT="$DATA_ROOT" THREADS=1 bash scripts/gen_codes.sh
 
 step "5/8 pretrain the generator on SyntheticPre (seqrec + seqimage)"
 "$PY" genrec/pretrain.py --datasets SyntheticPre --data-root "$DATA_ROOT" --tasks seqrec,seqimage \
-    --preset small --epochs "${PRETRAIN_EPOCHS:-8}" --batch-size 64 --micro-batch-size 64 --lr 2e-3 \
+    --preset small --epochs "${PRETRAIN_EPOCHS:-2}" --batch-size 128 --micro-batch-size 128 --lr 5e-3 \
     --scheduler constant --warmup-ratio 0.05 --select-metric valid_loss --num-threads 1 --no-progress \
     --output-dir "$(dirname "$RUN")" --run "$(basename "$RUN")-pretrain"
 
 step "6/8 finetune on Synthetic with five tasks, selecting on validation NDCG@10"
 "$PY" genrec/finetune.py --dataset Synthetic --data-root "$DATA_ROOT" \
     --tasks seqrec,seqimage,item2image,image2item,fusionseqrec --init "$RUN-pretrain" \
-    --epochs "${FINETUNE_EPOCHS:-12}" --batch-size 64 --micro-batch-size 64 --lr 2e-3 --scheduler cosine \
-    --warmup-ratio 0.05 --select-metric ndcg@10 --eval-users 300 --patience 4 --num-threads 1 --no-progress \
+    --epochs "${FINETUNE_EPOCHS:-8}" --batch-size 128 --micro-batch-size 128 --lr 5e-3 --scheduler cosine \
+    --warmup-ratio 0.05 --select-metric ndcg@10 --eval-users 200 --eval-every-epochs 2 --patience 3 --num-threads 1 --no-progress \
     --output-dir "$(dirname "$RUN")" --run "$(basename "$RUN")"
 
 step "7/8 evaluation: text, image and fused, full ranking over all test users"

@@ -26,6 +26,10 @@ class SASRecConfig:
     heads: int = 1
     dropout: float = 0.3
     loss: str = "ce"  # "ce" (full softmax) or "bce" (one sampled negative per position)
+    # BCE negatives: "unseen" = items the user never interacted with (the classic recipe; the
+    # model is never told that history items are wrong, so under full ranking it ranks them
+    # first); "any" = any item except the position's target.
+    negatives: str = "unseen"
 
 
 class SASRec(SeqRecModel):
@@ -33,9 +37,12 @@ class SASRec(SeqRecModel):
         super().__init__()
         if cfg.loss not in ("ce", "bce"):
             raise ValueError(f"unknown SASRec loss {cfg.loss!r}; expected 'ce' or 'bce'")
+        if cfg.negatives not in ("unseen", "any"):
+            raise ValueError(f"unknown SASRec negatives {cfg.negatives!r}; expected 'unseen' or 'any'")
         if cfg.hidden % cfg.heads:
             raise ValueError(f"hidden size {cfg.hidden} is not divisible by {cfg.heads} heads")
         self.num_items, self.max_len, self.loss_type, self.heads = num_items, max_len, cfg.loss, cfg.heads
+        self.negatives = cfg.negatives
         d = cfg.hidden
         self.item_emb = nn.Embedding(num_items + 1, d, padding_idx=PAD)
         self.pos_emb = nn.Embedding(max_len, d)
