@@ -13,6 +13,7 @@ only its longest batches and understate it. Rows:
 
 - ``ours``: genrec.training with its defaults: each global batch is sorted by length and cut into
   micro-batches that minimise padded tokens plus a per-forward cost (gradients equal one big batch).
+- ``ours-grouped``: the same loop with ``--group-by-length`` (HF-style length-grouped batches).
 - ``ours-1mb``: the same loop with one micro-batch per step (padding like the HF default), to
   separate the loop's own overhead from the padding win.
 - ``hf``: Seq2SeqTrainer defaults (random batches, DataCollatorForSeq2Seq dynamic padding).
@@ -36,17 +37,18 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MODES = ("ours", "ours-1mb", "hf", "hf-grouped")
+MODES = ("ours", "ours-grouped", "ours-1mb", "hf", "hf-grouped")
 
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _config(args, out_dir: str, one_micro_batch: bool = False):
+def _config(args, out_dir: str, one_micro_batch: bool = False, grouped: bool = False):
     from genrec.training import default_config
 
     micro = dict(micro_batch_size=args.batch_size, forward_cost_tokens=1e12) if one_micro_batch else {}
+    micro["group_by_length"] = grouped
     return default_config(
         "finetune", datasets=[args.dataset], data_root=args.data_root, tasks=args.tasks.split(","), preset=args.preset,
         output_dir=out_dir, run="bench", batch_size=args.batch_size, **micro, lr=5e-4,
@@ -60,12 +62,12 @@ def _throughput(times: list[float], batch: int, warmup: int) -> float:
     return batch * (len(t) - 1) / (t[-1] - t[0])
 
 
-def worker_ours(args, one_micro_batch: bool) -> dict:
+def worker_ours(args, one_micro_batch: bool = False, grouped: bool = False) -> dict:
     from genrec.training import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        trainer = Trainer(_config(args, tmp, one_micro_batch))
+        trainer = Trainer(_config(args, tmp, one_micro_batch, grouped))
         setup = time.perf_counter() - t0
         trainer.fit()
         rows = [json.loads(x) for x in (Path(tmp) / "bench" / "metrics.jsonl").read_text().splitlines()]
@@ -137,7 +139,9 @@ def run_worker(args) -> None:
 
     logging.basicConfig(level=logging.WARNING)
     if args.worker == "ours":
-        out = worker_ours(args, one_micro_batch=False)
+        out = worker_ours(args)
+    elif args.worker == "ours-grouped":
+        out = worker_ours(args, grouped=True)
     elif args.worker == "ours-1mb":
         out = worker_ours(args, one_micro_batch=True)
     else:

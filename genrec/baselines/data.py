@@ -138,10 +138,3 @@ class NegativeSampler:
             items[r, c] = choices[torch.randint(choices.numel(), (1,), generator=generator)]
         return items
 
-
-def sample_except_targets(targets: torch.Tensor, num_items: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Uniform 0-based items, each different from its 0-based ``targets`` entry (one draw, no retries)."""
-    if num_items < 2:
-        raise ValueError("need at least 2 items to sample a negative")
-    draw = torch.randint(num_items - 1, targets.shape, generator=generator)
-    return draw + (draw >= targets).long()  # skip over the target: uniform over the other items

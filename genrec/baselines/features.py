@@ -51,9 +51,6 @@ def resolve_embedding(dataset: RecDataset, name: str | None, modality: str, requ
 
 def load_features(dataset: RecDataset, name: str) -> np.ndarray:
     """``[num_items, d]`` float32, each column standardised (encoders differ wildly in scale)."""
-    emb = dataset.embedding(name)  # validates rows == num_items and finiteness
-    if emb.shape[0] != dataset.num_items:
-        raise DataError(dataset.embedding_path(name),
-                        f"has {emb.shape[0]} rows but the dataset has {dataset.num_items} items")
+    emb = dataset.embedding(name)  # DataError naming the file on wrong row count, NaN/inf, bad dtype
     std = emb.std(axis=0)
     return ((emb - emb.mean(axis=0)) / np.where(std > 0, std, 1.0)).astype(np.float32)

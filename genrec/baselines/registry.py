@@ -41,7 +41,6 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "sasrec": {"batch_size": 256, "lr": 2e-3},
     # BCE epochs are cheap but it needs many of them: validate every few epochs.
     "sasrec-bce": {"batch_size": 128, "lr": 1e-3, "eval_every": 5, "patience": 8},
-    "sasrec-bce-any": {"batch_size": 128, "lr": 1e-3, "eval_every": 5, "patience": 8},
     "mmtransformer": {"batch_size": 256, "lr": 2e-3},
     "gpt": {"batch_size": 256, "lr": 2e-3},
     "gpt-textinit": {"batch_size": 256, "lr": 2e-3},
@@ -49,8 +48,6 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
 MODEL_DEFAULTS: dict[str, Any] = {
     "sasrec": SASRecConfig(loss="ce", dropout=0.2),
     "sasrec-bce": SASRecConfig(loss="bce", dropout=0.3),  # classic: negatives the user never saw
-    # the same, but a negative may be any item except the target (history items included)
-    "sasrec-bce-any": SASRecConfig(loss="bce", dropout=0.3, negatives="any"),
     "mmtransformer": MmTransformerConfig(),
     "gpt": IdGPTConfig(init_text_emb="none", dropout=0.2),
     "gpt-textinit": IdGPTConfig(init_text_emb="auto", dropout=0.2),

@@ -5,6 +5,13 @@ blocks of causal self-attention whose queries are layer-normalised (keys/values 
 layer-normalised point-wise feed-forward with a residual; padded positions zeroed after every
 block; a final LayerNorm; scores are dot products with the (shared) item embeddings. Trained
 with BCE against one sampled negative per position (the classic recipe) or full-softmax CE.
+
+Under full ranking with nothing excluded, BCE with negatives the user never saw has a blind spot:
+history items are never negatives, and with shared input/output embeddings the model scores the
+items just consumed highest (measured on Scientific: the top-1 item was a history item for 97% of
+test users, HR@1 0.0006; uniform negatives over all items barely change that, since one draw per
+position almost never hits a history item). Full-softmax CE pushes every other item down and does
+not have this problem.
 """
 
 from __future__ import annotations
@@ -26,10 +33,6 @@ class SASRecConfig:
     heads: int = 1
     dropout: float = 0.3
     loss: str = "ce"  # "ce" (full softmax) or "bce" (one sampled negative per position)
-    # BCE negatives: "unseen" = items the user never interacted with (the classic recipe; the
-    # model is never told that history items are wrong, so under full ranking it ranks them
-    # first); "any" = any item except the position's target.
-    negatives: str = "unseen"
 
 
 class SASRec(SeqRecModel):
@@ -37,12 +40,9 @@ class SASRec(SeqRecModel):
         super().__init__()
         if cfg.loss not in ("ce", "bce"):
             raise ValueError(f"unknown SASRec loss {cfg.loss!r}; expected 'ce' or 'bce'")
-        if cfg.negatives not in ("unseen", "any"):
-            raise ValueError(f"unknown SASRec negatives {cfg.negatives!r}; expected 'unseen' or 'any'")
         if cfg.hidden % cfg.heads:
             raise ValueError(f"hidden size {cfg.hidden} is not divisible by {cfg.heads} heads")
         self.num_items, self.max_len, self.loss_type, self.heads = num_items, max_len, cfg.loss, cfg.heads
-        self.negatives = cfg.negatives
         d = cfg.hidden
         self.item_emb = nn.Embedding(num_items + 1, d, padding_idx=PAD)
         self.pos_emb = nn.Embedding(max_len, d)

@@ -30,7 +30,7 @@ from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
 from genrec.baselines.base import SeqRecModel, count_parameters
-from genrec.baselines.data import NegativeSampler, SequenceData, eval_batches, sample_except_targets
+from genrec.baselines.data import NegativeSampler, SequenceData, eval_batches
 from genrec.data import Sample
 from genrec.metrics import metrics_from_ranks, ranks_from_scores
 from genrec.utils.io import atomic_dir, atomic_output, atomic_write_json
@@ -160,8 +160,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: min(1.0, (step + 1) / warm) if warm else 1.0)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.negatives = getattr(model, "negatives", "unseen") if getattr(model, "loss_type", "ce") == "bce" else None
-        self.sampler = NegativeSampler(data.train_items, data.num_items) if self.negatives == "unseen" else None
+        self.sampler = (NegativeSampler(data.train_items, data.num_items)
+                        if getattr(model, "loss_type", "ce") == "bce" else None)
         self.state = TrainState()
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.out = Path(cfg.output_dir) if cfg.output_dir else None
@@ -333,13 +333,9 @@ class Trainer:
         cfg, st, acc = self.cfg, self.state, self.accelerator
         inputs, targets, users = self.data.train_batch(rows)
         negatives = None
-        if self.negatives is not None:
+        if self.sampler is not None:
             gen = torch.Generator().manual_seed(cfg.seed * 7_919 + st.step * acc.num_processes + acc.process_index)
-            if self.sampler is not None:
-                negatives = self.sampler.sample(users, targets.shape[1], gen)
-            else:  # padded targets (0) give -1 here; their positions never enter the loss
-                negatives = sample_except_targets(targets - 1, self.data.num_items, gen)
-            negatives = negatives.clamp(min=0).to(acc.device)
+            negatives = self.sampler.sample(users, targets.shape[1], gen).to(acc.device)
         loss = self.model(inputs.to(acc.device), targets.to(acc.device), negatives)
         acc.backward(loss)
         if cfg.grad_clip > 0:
