@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from genrec.baselines.base import SeqRecModel
 from genrec.baselines.data import PAD

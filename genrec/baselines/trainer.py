@@ -33,7 +33,7 @@ from genrec.baselines.base import SeqRecModel, count_parameters
 from genrec.baselines.data import NegativeSampler, SequenceData, eval_batches
 from genrec.data import Sample
 from genrec.metrics import metrics_from_ranks, ranks_from_scores
-from genrec.utils.io import atomic_dir, atomic_output, atomic_write_json
+from genrec.utils.io import atomic_dir, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
