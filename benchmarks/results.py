@@ -28,6 +28,10 @@ from typing import Any
 
 import torch
 
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from a checkout that is not pip-installed
+    sys.path.insert(0, str(REPO))
+
 from genrec.baselines.cli import add_train_flags, open_dataset
 from genrec.baselines.features import NotApplicable
 from genrec.baselines.registry import METRIC_KEYS, MODELS, check_overrides
@@ -82,7 +86,7 @@ def _ratio(run: dict[str, Any], pop: dict[str, Any] | None, key: str = "NDCG@10"
 
 
 def render_markdown(results: dict[str, Any]) -> str:
-    lines = ["# Baseline results (full ranking, leave-one-out)", ""]
+    lines = ["# Results: baselines and the generative recommender (full ranking, leave-one-out)", ""]
     lines.append("Produced by:")
     lines.append("")
     for cmd in results["commands"]:
@@ -102,6 +106,14 @@ def render_markdown(results: dict[str, Any]) -> str:
         "Published rows are quoted, not re-run.",
         "",
     ]
+    if any(name.startswith("genrec") for runs in results["runs"].values() for name in runs):
+        lines += [
+            "genrec rows: the multi-task T5 trained from scratch (no pretraining) under the same budget, histories = "
+            "last 20 items (MQL4GRec's setting), trie-constrained beam search with 20 beams; the row reports text+image "
+            "late fusion when the dataset has image codes, else text; a suffix names the code file it was trained on. "
+            "Per-modality metrics are in results.json (by_modality).",
+            "",
+        ]
     cols = METRIC_KEYS
     for ds, runs in results["runs"].items():
         info = results.get("datasets", {}).get(ds, {})

@@ -208,6 +208,9 @@ class _Decoder:
         full = sa0.compute_bias(max_len, max_len, device=enc_hidden.device).to(dtype)  # [1, H, T, T]
         self.pos_bias = [full[0, :, t, :t + 1].contiguous() for t in range(max_len)]  # [H, t+1]
         self.max_len = max_len
+        # the tied-embedding output scale folded into the output matrix once (one multiply less per step)
+        lm = model.lm_head.weight
+        self.lm_weight = lm * self.scale_out if self.scale_out is not None else lm
         # Self-attention keys/values. Position 0 (the start token) is shared by all beams of a user:
         # kept once per user [B, 1, 2, H, dk] and broadcast. Later positions live position-major in
         # [T, rows, 2, H, dk] buffers, so a reorder copies only the filled positions, into a spare buffer.
@@ -281,9 +284,7 @@ class _Decoder:
                 h = blk.layer[2](h)
         self.t += 1
         h = self._norm(self.dec.final_layer_norm, h)
-        if self.scale_out is not None:
-            h = h * self.scale_out
-        return F.linear(h, self.model.lm_head.weight).view(B, K, -1).float()
+        return F.linear(h, self.lm_weight).view(B, K, -1).float()
 
 
 @torch.inference_mode()

@@ -74,3 +74,17 @@ def test_beauty_item_map_from_user_sequence(shared_data):
     ds = _dataset(shared_data, "Beauty")
     assert ds.item2id is not None and len(ds.item2id) == ds.num_items
     assert ds.text_codes is not None and len(ds.text_codes) == ds.num_items  # the single rqvae code file
+
+
+def test_beauty_titles_from_p5_names(shared_data, tmp_path):
+    from genrec.data.p5_titles import NAMES_FILE, write_titles
+
+    dir = tmp_path / "Beauty"
+    dir.mkdir()
+    for f in ("Beauty.inter.json", "user_sequence.txt", NAMES_FILE):
+        (dir / f).symlink_to(shared_data / "Beauty" / f)
+    meta = json.loads(write_titles(tmp_path, "Beauty").read_text())
+    assert len(meta) == 12101
+    assert sum(not m["title"] for m in meta.values()) == 1  # one item has an empty name in the file
+    ds = load_dataset(tmp_path, "Beauty")
+    assert ds.item2id[meta["0"]["asin"]] == 0 and ds.item2id[meta["12100"]["asin"]] == 12100

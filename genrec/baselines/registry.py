@@ -22,6 +22,7 @@ from typing import Any, Callable
 from genrec.baselines.base import SeqRecModel
 from genrec.baselines.data import SequenceData
 from genrec.baselines.features import load_features, resolve_embedding
+from genrec.baselines.genrec_entry import GenRecEntryConfig, run_genrec
 from genrec.baselines.id_gpt import IdGPT, IdGPTConfig
 from genrec.baselines.mm_transformer import MmTransformer4Rec, MmTransformerConfig
 from genrec.baselines.popularity import Popularity
@@ -52,6 +53,8 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "gpt": IdGPTConfig(init_text_emb="none", dropout=0.2),
     "gpt-textinit": IdGPTConfig(init_text_emb="auto", dropout=0.2),
 }
+# Entries with their own settings dataclass (not trained by the baselines' Trainer).
+ENTRY_CONFIGS: dict[str, type] = {"genrec": GenRecEntryConfig}
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip", "max_len", "max_steps",
                "group_batches", "eval_every", "patience", "eval_batch_size", "seed", "cpu")
 
@@ -100,6 +103,8 @@ def check_overrides(overrides: list[str] | None, names: list[str]) -> None:
     for n in names:
         if n in MODEL_DEFAULTS:
             known |= {f.name for f in dataclasses.fields(MODEL_DEFAULTS[n])}
+        elif n in ENTRY_CONFIGS:
+            known |= {f.name for f in dataclasses.fields(ENTRY_CONFIGS[n])}
     for item in overrides or []:
         key = item.split("=", 1)[0]
         target, _, field = key.rpartition(".")
@@ -199,5 +204,7 @@ def run_popularity(dataset: RecDataset, budget_minutes: float, args: argparse.Na
                valid={k: v for k, v in valid.items() if k != "users"})
     return out
 
+
+register("genrec")(run_genrec)
 
 METRIC_KEYS = [f"HR@{k}" for k in KS] + [f"NDCG@{k}" for k in KS if k > 1]

@@ -10,7 +10,7 @@ import argparse
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    for module in ("genrec.data.prepare", "genrec.data.synthetic"):
+    for module in ("genrec.data.prepare", "genrec.data.synthetic", "genrec.data.p5_titles"):
         try:
             mod = __import__(module, fromlist=["add_command"])
         except ModuleNotFoundError:

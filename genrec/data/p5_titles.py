@@ -1,0 +1,91 @@
+"""Item metadata from P5/IDGenRec-style files: ``item_generative_indexing_phase_0.txt`` -> ``<ds>.item.json``.
+
+    python -m genrec.data titles --data-root data --dataset Beauty
+
+Beauty (TIGER/P5 split) ships no ``item.json``, only ``user_sequence.txt`` (user ASIN, then item
+ASINs; item id j = the j-th distinct item ASIN in order of appearance) and
+``item_generative_indexing_phase_0.txt`` (``ASIN name words...`` per line, a short name derived
+from the title). This writes ``{item_id: {"title": name, "asin": ASIN}}`` for every item, so text
+embeddings (``python -m index.embed text``) and titles in ``genrec.recommend`` work on it. Every
+item must be listed; an ASIN named twice with different names is an error naming the file and
+line; an empty name is kept as an empty title, with a warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from genrec.data.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+NAMES_FILE = "item_generative_indexing_phase_0.txt"
+
+
+def read_names(path: Path) -> dict[str, str]:
+    names: dict[str, str] = {}
+    blank: list[str] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            parts = line.split(maxsplit=1)
+            asin, name = parts[0], parts[1].strip() if len(parts) > 1 else ""
+            if not name:
+                blank.append(asin)
+            if names.get(asin, name) != name:
+                raise DataError(path, f"line {lineno}: ASIN {asin} already named {names[asin]!r}")
+            names[asin] = name
+    if blank:  # kept with an empty title (the embedder warns again); not dropped, so ids stay aligned
+        logger.warning("%s: %d item(s) have an empty name: %s", path, len(blank), ", ".join(blank[:5]))
+    return names
+
+
+def titles_from_p5(dir: Path, name: str) -> dict[int, dict[str, Any]]:
+    """``{item_id: {"title", "asin"}}`` for every item of ``dir``'s ``user_sequence.txt``."""
+    from genrec.data.dataset import _item_map_from_user_sequence
+
+    seq_path, names_path = dir / "user_sequence.txt", dir / NAMES_FILE
+    for p in (seq_path, names_path):
+        if not p.is_file():
+            raise DataError(p, "file not found (the titles command needs user_sequence.txt and " + NAMES_FILE + ")")
+    item2id = _item_map_from_user_sequence(seq_path)
+    names = read_names(names_path)
+    missing = [a for a in item2id if a not in names]
+    if missing:
+        raise DataError(names_path, f"{len(missing)} of {len(item2id)} items of user_sequence.txt have no name "
+                                    f"(first: {missing[:3]})")
+    return {i: {"title": names[a], "asin": a} for a, i in sorted(item2id.items(), key=lambda kv: kv[1])}
+
+
+def write_titles(data_root: str | Path, name: str, overwrite: bool = False) -> Path:
+    from genrec.data.dataset import load_dataset
+    from genrec.utils.io import atomic_write_json
+
+    dir = Path(data_root) / name
+    out = dir / f"{name}.item.json"
+    if out.exists() and not overwrite:
+        raise DataError(out, "already exists (pass --overwrite to replace it)")
+    meta = titles_from_p5(dir, name)
+    ds = load_dataset(data_root, name)  # the interactions must agree with the item count
+    if ds.num_items > len(meta):
+        raise DataError(dir / "user_sequence.txt", f"names {len(meta)} items but the interactions use {ds.num_items}")
+    atomic_write_json(out, {str(i): m for i, m in meta.items()}, indent=None)
+    return out
+
+
+def add_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("titles", help="write <ds>.item.json from P5-style user_sequence.txt + " + NAMES_FILE)
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--overwrite", action="store_true")
+
+    def run(args: argparse.Namespace) -> int:
+        out = write_titles(args.data_root, args.dataset, args.overwrite)
+        print(out)
+        return 0
+
+    p.set_defaults(func=run)

@@ -1,0 +1,73 @@
+"""The generator as a results-benchmark row: trains, decodes text and image, fuses, reports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from genrec.baselines.registry import MODELS, check_overrides
+from genrec.data import codes_to_json, format_code, load_dataset
+
+torch.set_num_threads(1)
+
+
+def _args(**kw) -> argparse.Namespace:
+    base = dict(set=["genrec.preset=tiny", "genrec.eval_users=16", "genrec.beams=5", "genrec.batch_size=64"],
+                seed=0, cpu=True, threads=1, epochs=1)
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+@pytest.fixture(scope="module")
+def root(synthetic_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("genrec_entry")
+    rng = np.random.default_rng(0)
+    for name, image in (("Synthetic", True), ("TextOnly", False)):
+        shutil.copytree(synthetic_root / "Synthetic", out / name)
+        for f in (out / name).iterdir():
+            if f.name.startswith("Synthetic") and name != "Synthetic":
+                f.rename(out / name / f.name.replace("Synthetic", name))
+        n = 64
+        text = [format_code([*rng.integers(0, 6, size=3), i % 3], "text") for i in range(n)]
+        (out / name / f"{name}.index_lemb.json").write_text(json.dumps(codes_to_json(text)))
+        if image:
+            img = [format_code([i % 7, i // 7, 1, 2], "image") for i in range(n)]
+            (out / name / f"{name}.index_vitemb.json").write_text(json.dumps(codes_to_json(img)))
+    return out
+
+
+def _check_metrics(row):
+    for k in ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10"):
+        assert 0.0 <= row[k] <= 1.0
+    assert row["HR@1"] <= row["HR@5"] <= row["HR@10"]
+    assert row["NDCG@5"] <= row["NDCG@10"] <= row["HR@10"]
+
+
+def test_genrec_row_with_image_codes_reports_fusion(root):
+    ds = load_dataset(root, "Synthetic")
+    out = MODELS["genrec"](ds, 0.0, _args())
+    assert out["users"] == ds.num_users and out["epochs"] == 1 and out["params"] > 0
+    assert out["reported"] == "fused-prob"
+    assert {"text", "image", "fused-prob", "fused-rrf"} <= set(out["by_modality"])
+    _check_metrics(out)
+    assert out["NDCG@10"] == out["by_modality"]["fused-prob"]["NDCG@10"]
+    assert out["train_config"]["tasks"] == ["seqrec", "seqimage", "item2image", "image2item", "fusionseqrec"]
+
+
+def test_genrec_row_without_image_codes_reports_text(root, tmp_path):
+    ds = load_dataset(root, "TextOnly")
+    out = MODELS["genrec"](ds, 0.0, _args(checkpoint_dir=str(tmp_path)))
+    assert out["reported"] == "text" and set(out["by_modality"]) == {"text"}
+    _check_metrics(out)
+    assert (tmp_path / "TextOnly" / "genrec-default" / "best").is_dir()
+
+
+def test_genrec_settings_are_checked():
+    check_overrides(["genrec.preset=tiny", "genrec.text_codes=x.json"], ["genrec"])
+    with pytest.raises(ValueError, match="unknown setting"):
+        check_overrides(["genrec.no_such_field=1"], ["genrec"])
