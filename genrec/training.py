@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import os
-import random
 import signal
 import sys
 import time
@@ -41,6 +40,7 @@ from genrec.data_pipeline import (
 from genrec.tasks import parse_tasks, resolve_tasks
 from genrec.tokenizer import VocabConfig, build_tokenizer, load_tokenizer
 from genrec.utils.io import append_jsonl, atomic_dir, atomic_output, atomic_write_json, atomic_write_text
+from genrec.utils.rng import rng_state, seed_everything, set_rng_state
 
 logger = logging.getLogger("genrec.training")
 
@@ -311,27 +311,6 @@ def _load_evaluator() -> Callable | None:
     return evaluate_samples
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
 class Trainer:
     """Builds everything a run needs from a TrainConfig, then ``fit()`` runs the loop."""
 
@@ -390,7 +369,7 @@ class Trainer:
                 logger.info("%s: training examples %s; validation users %d", d.name, sizes,
                             max((len(p) for p in d.valid), default=0))
 
-        _seed_everything(cfg.seed)
+        seed_everything(cfg.seed)
         self.model = self._build_model(init_model_dir)
         self.optimizer = self._build_optimizer()
         self.steps_per_epoch = len(self._epoch_batches(0).batches)
@@ -636,7 +615,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         from accelerate.utils import gather_object
 
-        rng = gather_object([_rng_state()])
+        rng = gather_object([rng_state()])
         if self.main:
             with atomic_dir(self.ckpt_dir) as tmp:
                 self.acc.unwrap_model(self.model).save_pretrained(str(tmp))
@@ -663,7 +642,7 @@ class Trainer:
         rng = torch.load(d / "rng_state.pt", weights_only=False)
         if world != self.world:
             logger.warning("checkpoint was written by %d processes, resuming with %d: dropout randomness will differ", world, self.world)
-        _set_rng_state(rng[self.rank % len(rng)])
+        set_rng_state(rng[self.rank % len(rng)])
         if self.main:
             # drop log lines written after the checkpoint by the interrupted run
             path = self.run_dir / "metrics.jsonl"

@@ -12,25 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LAUNCH=${LAUNCH:-python}
 
-prepare_synthetic() {
-  # the embedded default dataset and its codes (a quick residual k-means quantizer per modality)
-  [ -f data/Synthetic/Synthetic.inter.json ] || python -m genrec.data synthetic --out data
-  local mod file
-  for mod in text image; do
-    if [ "$mod" = text ]; then file=data/Synthetic/Synthetic.index_lemb.json; else file=data/Synthetic/Synthetic.index_vitemb.json; fi
-    if [ ! -f "$file" ]; then
-      python -m index.train --data-root data --dataset Synthetic --embedding "synthetic-$mod" --modality "$mod" \
-        --kind rqkmeans --codebook-size 32 --threads 1 --no-progress --run-dir "log/index/Synthetic-$mod-quick"
-      python -m index.generate_codes --data-root data --dataset Synthetic --ckpt "log/index/Synthetic-$mod-quick/best"
-    fi
-  done
-}
-
-quick=0
-args=()
-for a in "$@"; do
-  if [ "$a" = "--quick" ]; then quick=1; else args+=("$a"); fi
-done
+source scripts/common.sh
+parse_quick "$@"
 
 if [ "$quick" = 1 ]; then
   prepare_synthetic

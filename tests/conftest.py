@@ -25,3 +25,17 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").is_file():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one thread is fastest, and on a shared machine extra threads only wait.
+
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

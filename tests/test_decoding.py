@@ -11,17 +11,10 @@ from genrec.decoding import CodeTrie, beam_search, generate_with_trie, pad_sourc
 from genrec.model import build_model
 from genrec.tokenizer import build_tokenizer, code_token_ids
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TOL = 2e-4   # absolute, on total log-probabilities
 RTOL = 2e-5  # relative: peaked models have logits in the hundreds, float32 rounding grows with them
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is fastest, and on a shared machine extra threads only wait."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

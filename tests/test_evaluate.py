@@ -21,6 +21,8 @@ from genrec.model import build_model
 from genrec.tasks import dataset_codes, get_task
 from genrec.tokenizer import build_tokenizer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 NAME = "Tiny"
 SHARED = (4, 11)  # items 4 and 11 share their text code
@@ -62,15 +64,6 @@ def make_tiny_run(run_dir: Path, data_root: Path, *, dedup: bool = True, seed: i
     tok.save_pretrained(str(run_dir / "tokenizer"))
     model.save_pretrained(str(run_dir / "best"))
     return run_dir
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is fastest, and on a shared machine extra threads only wait."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

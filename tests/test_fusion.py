@@ -12,6 +12,8 @@ from genrec.fusion import FusionConfig, fuse_lists, fuse_predictions
 from genrec.fusion import main as fusion_main
 from genrec.metrics import metrics_from_ranks, ranks_from_lists
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TEXT = ([1, 2, 3], [math.log(0.5), math.log(0.2), math.log(0.1)])
 IMAGE = ([3, 4, 1], [math.log(0.6), math.log(0.3), math.log(0.05)])
 
@@ -114,14 +116,6 @@ def test_fuse_predictions_metrics_side_by_side():
         fuse_predictions(text, list(reversed(image)), FusionConfig())
     with pytest.raises(ValueError, match="users"):
         fuse_predictions(text, image[:1], FusionConfig())
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_cli_on_evaluated_run(tmp_path, capsys):

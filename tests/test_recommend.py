@@ -8,13 +8,7 @@ import torch
 from genrec.recommend import Recommender, main, recommend
 from test_evaluate import NAME, make_tiny_dataset, make_tiny_run
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

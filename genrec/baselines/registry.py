@@ -27,8 +27,9 @@ from genrec.baselines.id_gpt import IdGPT, IdGPTConfig
 from genrec.baselines.mm_transformer import MmTransformer4Rec, MmTransformerConfig
 from genrec.baselines.popularity import Popularity
 from genrec.baselines.sasrec import SASRec, SASRecConfig
-from genrec.baselines.trainer import KS, Trainer, TrainConfig, evaluate, seed_everything
+from genrec.baselines.trainer import KS, Trainer, TrainConfig, evaluate
 from genrec.data import RecDataset
+from genrec.utils.rng import seed_everything
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from genrec.baselines.data import NegativeSampler, SequenceData, eval_batches
 from genrec.data import Sample
 from genrec.metrics import metrics_from_ranks, ranks_from_scores
 from genrec.utils.io import atomic_dir, atomic_write_json
+from genrec.utils.rng import rng_state, set_rng_state
 
 logger = logging.getLogger(__name__)
 
@@ -124,27 +124,6 @@ def evaluate(score: ScoreFn, samples: Sequence[Sample], batch_size: int = 1024,
     return metrics_from_ranks(np.asarray(flat), ks)
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 class Trainer:
     def __init__(self, model: SeqRecModel, data: SequenceData, cfg: TrainConfig, run_config: dict | None = None):
         if cfg.batch_size < 1 or cfg.epochs < 0 or cfg.eval_every < 1 or cfg.patience < 1:
@@ -190,7 +169,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         if self.out is None:
             return
-        rngs = gather_object([_rng_state()]) if self.accelerator.num_processes > 1 else [_rng_state()]
+        rngs = gather_object([rng_state()]) if self.accelerator.num_processes > 1 else [rng_state()]
         if self.accelerator.is_main_process:
             with atomic_dir(self.out / "last") as tmp:
                 save_model(self.unwrapped, str(tmp / "model.safetensors"))
@@ -224,7 +203,7 @@ class Trainer:
         blob = torch.load(last / "trainer.pt", map_location="cpu", weights_only=False)  # our own file
         self.optimizer.load_state_dict(blob["optimizer"])
         self.scheduler.load_state_dict(blob["scheduler"])
-        _set_rng_state(blob["rng"][self.accelerator.process_index])
+        set_rng_state(blob["rng"][self.accelerator.process_index])
         self.state = TrainState(**meta["state"])
         best = self.out / "best" / "model.safetensors"
         if best.is_file():
