@@ -52,6 +52,9 @@ def run_genrec(dataset: RecDataset, budget_minutes: float, args: argparse.Namesp
     from genrec.tasks import dataset_codes, parse_tasks
     from genrec.training import default_config, train
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # save_pretrained's per-shard bar, once per checkpoint
     cfg = apply_overrides(GenRecEntryConfig(), "genrec", getattr(args, "set", None))
     have = {"text"} | ({"image"} if cfg.image_codes or "image" in dataset_codes(dataset, dedup=False) else set())
     tasks = [t.name for t in parse_tasks(cfg.tasks) if set(t.modalities) <= have]
