@@ -1,7 +1,7 @@
 """Decode throughput: batched trie-table beam search vs ``generate`` + trie callback (CPU).
 
     python benchmarks/bench_decode.py                      # 200 Instruments test users, 1 thread
-    python benchmarks/bench_decode.py --users 500 --threads 2 --gen-batch-sizes 1,8,32
+    python benchmarks/bench_decode.py --users 500 --threads 1,2 --gen-batch-sizes 1,8,32
 
 Setup: MQL4GRec's paper-preset T5 (d_model 128, 4+4 layers, 6 heads), RANDOMLY INITIALISED
 (seed 0; speed does not depend on training, and both methods decode the same model), the
@@ -12,6 +12,12 @@ is measured per method as the growth of the process's peak RSS over its RSS befo
 allocations are invisible to tracemalloc). Time is measured after one warm-up batch, as wall
 time and as the process's CPU time (the machine is shared: CPU time is the steadier figure with one
 thread). The top-20 lists of every user timed are compared between the methods in the same run.
+
+The run also prints the compute floor: the FLOPs an exact search must spend per user
+(:func:`decode_flops`: encoder, cross-attention keys/values, 1 + beams x code-length decoder rows
+through every layer and the full-vocabulary output layer) at the best fp32 matmul rate measured on
+this machine at the decoder's shapes. No exact fp32 search can beat it, so ``generate``'s time over
+the floor bounds the speed-up any implementation can show on this CPU.
 
 Writes benchmarks/results/decode_speed.json and prints a table.
 """
@@ -47,7 +53,7 @@ def worker(args: argparse.Namespace) -> None:
     from genrec.decoding import CodeTrie, beam_search, generate_with_trie, pad_sources
     from genrec.tokenizer import load_tokenizer
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(int(args.threads))
     work = Path(args.work)
     tok = load_tokenizer(work / "tokenizer")
     model = T5ForConditionalGeneration.from_pretrained(str(work / "model")).eval()
@@ -84,6 +90,47 @@ def worker(args: argparse.Namespace) -> None:
         "peak_delta_mb": (peak_kb - rss_before) / 1024, "leaves": leaves, "scores": scores}))
 
 
+def decode_flops(cfg, source_lengths: list[int], levels: int, beams: int, vocab: int) -> float:
+    """Multiply-add FLOPs (x2) an exact beam search needs per user, on average over the given sources.
+
+    Encoder: every source token through every layer, plus its attention products. Cross-attention
+    keys/values: once per source token and decoder layer. Decoder: one row for the start token, then
+    ``beams`` rows for each of the ``levels`` code tokens fed back (the last one yields ``</s>``'s
+    log-probability), each through every layer and the full-vocabulary output matmul. Nothing cheaper
+    gives ``generate``'s scores: every kept beam's distribution over the whole vocabulary is needed.
+    """
+    d, inner, ff = cfg.d_model, cfg.num_heads * cfg.d_kv, cfg.d_ff
+    total = 0.0
+    for S in source_lengths:
+        enc = cfg.num_layers * (S * (4 * d * inner + 2 * d * ff) + 2 * S * S * inner)
+        cross_kv = cfg.num_decoder_layers * S * 2 * d * inner
+        rows = 1 + beams * levels
+        dec = rows * (cfg.num_decoder_layers * (6 * d * inner + 2 * d * ff + 2 * S * inner + 2 * (levels + 1) * inner)
+                      + d * vocab)
+        total += 2.0 * (enc + cross_kv + dec)
+    return total / len(source_lengths)
+
+
+def matmul_rate(threads: int, rows: int, cfg, vocab: int) -> float:
+    """Best GFLOP/s of this machine's fp32 matmuls at the decoder's shapes (``rows`` x weight)."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+    d, inner, ff = cfg.d_model, cfg.num_heads * cfg.d_kv, cfg.d_ff
+    best = 0.0
+    for k, n in ((d, 3 * inner), (inner, d), (d, ff), (ff, d), (d, vocab)):
+        x, w = torch.randn(rows, k), torch.randn(n, k)
+        for _ in range(5):
+            F.linear(x, w)
+        reps = max(5, int(3e9 / (2 * rows * k * n)))
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            F.linear(x, w)
+        best = max(best, 2 * rows * k * n * reps / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
 def prepare(args: argparse.Namespace, work: Path) -> dict:
     import numpy as np
     import torch
@@ -115,14 +162,16 @@ def prepare(args: argparse.Namespace, work: Path) -> dict:
     return {"data_root": str(root), "items": ds.num_items, "distinct_codes": len(set(codes["text"])),
             "code_tokens": len(codes["text"][0]), "vocab": len(tok), "users": len(sources),
             "source_tokens_mean": round(float(lengths.mean()), 1), "source_tokens_max": int(lengths.max()),
-            "params": sum(p.numel() for p in model.parameters())}
+            "params": sum(p.numel() for p in model.parameters()),
+            "gflop_per_user": decode_flops(model.config, lengths.tolist(), len(codes["text"][0]), args.beams,
+                                           len(tok)) / 1e9}
 
 
-def run_worker(method: str, batch_size: int, args: argparse.Namespace, work: Path) -> dict:
-    out = work / f"result-{method}-{batch_size}.json"
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+def run_worker(method: str, batch_size: int, threads: int, args: argparse.Namespace, work: Path) -> dict:
+    out = work / f"result-{method}-{batch_size}-{threads}.json"
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method, "--work", str(work),
-           "--batch-size", str(batch_size), "--threads", str(args.threads), "--beams", str(args.beams),
+           "--batch-size", str(batch_size), "--threads", str(threads), "--beams", str(args.beams),
            "--result", str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -143,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--beams", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=16, help="users per call of our search")
     p.add_argument("--gen-batch-sizes", default="1,8", help="users per generate call (comma-separated)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", default="1", help="torch threads; a comma list runs every method at each count")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-root", default=None)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "decode_speed.json"))
@@ -156,54 +205,77 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     gen_sizes = [int(x) for x in args.gen_batch_sizes.split(",") if x]
+    thread_counts = [int(x) for x in str(args.threads).split(",") if x]
+    rows, floors = [], []
     with tempfile.TemporaryDirectory(prefix="bench_decode.") as tmp:
         work = Path(tmp)
         setup = prepare(args, work)
         print(f"Instruments seqrec: {setup['users']} test users (mean {setup['source_tokens_mean']} source tokens), "
               f"{setup['items']} items / {setup['code_tokens']}-token codes, paper preset (random init, "
-              f"{setup['params'] / 1e6:.2f}M params), beams {args.beams}, {args.threads} thread(s)", flush=True)
+              f"{setup['params'] / 1e6:.2f}M params), beams {args.beams}, threads {thread_counts}", flush=True)
+        from transformers import T5Config
+
+        cfg = T5Config.from_pretrained(str(work / "model"))
         t0 = time.perf_counter()
-        fast = run_worker("fast", args.batch_size, args, work)
-        gens = [run_worker("generate", b, args, work) for b in gen_sizes]
+        for threads in thread_counts:
+            fast = run_worker("fast", args.batch_size, threads, args, work)
+            gens = [run_worker("generate", b, threads, args, work) for b in gen_sizes]
+            block = []
+            for r in [fast] + gens:
+                row = {k: r[k] for k in ("method", "batch_size", "threads", "users", "wall_s", "cpu_s",
+                                         "rss_before_mb", "peak_rss_mb", "peak_delta_mb")}
+                row.update(users_per_s_wall=r["users"] / r["wall_s"], users_per_s_cpu=r["users"] / r["cpu_s"],
+                           ms_per_user_cpu=1000 * r["cpu_s"] / r["users"])
+                block.append(row)
+            for row, g in zip(block[1:], gens):
+                row["vs_fast"] = compare(fast, g)
+                row["speedup_of_fast_wall"] = block[0]["users_per_s_wall"] / row["users_per_s_wall"]
+                row["speedup_of_fast_cpu"] = block[0]["users_per_s_cpu"] / row["users_per_s_cpu"]
+            rows += block
+            rate = matmul_rate(threads, args.batch_size * args.beams, cfg, setup["vocab"])
+            floor_ms = setup["gflop_per_user"] / rate * 1000
+            # one thread: CPU time (steady on a shared machine); several: wall time
+            key = "users_per_s_cpu" if threads == 1 else "users_per_s_wall"
+            floors.append({"threads": threads, "matmul_gflops": rate, "floor_ms_per_user": floor_ms, "time": key,
+                           "fast_ms_per_user": 1000 / block[0][key],
+                           "fast_over_floor": 1000 / block[0][key] / floor_ms,
+                           "max_speedup_over_generate": {str(g["batch_size"]): 1000 / g[key] / floor_ms
+                                                         for g in block[1:]}})
         total = time.perf_counter() - t0
 
-    rows = []
-    for r in [fast] + gens:
-        rows.append({k: r[k] for k in ("method", "batch_size", "threads", "users", "wall_s", "cpu_s",
-                                       "rss_before_mb", "peak_rss_mb", "peak_delta_mb")})
-        rows[-1]["users_per_s_wall"] = r["users"] / r["wall_s"]
-        rows[-1]["users_per_s_cpu"] = r["users"] / r["cpu_s"]
-        rows[-1]["ms_per_user_cpu"] = 1000 * r["cpu_s"] / r["users"]
-    for row, g in zip(rows[1:], gens):
-        row["vs_fast"] = compare(fast, g)
-        row["speedup_of_fast_wall"] = rows[0]["users_per_s_wall"] / row["users_per_s_wall"]
-        row["speedup_of_fast_cpu"] = rows[0]["users_per_s_cpu"] / row["users_per_s_cpu"]
-
-    header = ("| method | users/call | users/s (wall) | users/s (CPU) | ms/user (CPU) | peak RSS delta MB | "
+    header = ("| method | threads | users/call | users/s (wall) | users/s (CPU) | ms/user (CPU) | peak RSS delta MB | "
               "fast is x faster (wall / CPU) | identical top-20 |")
     print(header)
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         name = "trie-table beam search (ours)" if row["method"] == "fast" else "generate + trie callback"
         speed = (f"{row['speedup_of_fast_wall']:.1f} / {row['speedup_of_fast_cpu']:.1f}"
                  if "vs_fast" in row else "-")
         same = (f"{row['vs_fast']['identical_lists']}/{row['vs_fast']['users']} "
                 f"(max score diff {row['vs_fast']['max_abs_score_diff']:.1e})" if "vs_fast" in row else "-")
-        print(f"| {name} | {row['batch_size']} | {row['users_per_s_wall']:.1f} | {row['users_per_s_cpu']:.1f} | "
-              f"{row['ms_per_user_cpu']:.1f} | {row['peak_delta_mb']:.0f} | {speed} | {same} |")
+        print(f"| {name} | {row['threads']} | {row['batch_size']} | {row['users_per_s_wall']:.1f} | "
+              f"{row['users_per_s_cpu']:.1f} | {row['ms_per_user_cpu']:.1f} | {row['peak_delta_mb']:.0f} | {speed} | {same} |")
+
+    print()
+    for f in floors:
+        best = ", ".join(f"{v:.1f}x at {b} user(s)/call" for b, v in f["max_speedup_over_generate"].items())
+        print(f"{f['threads']} thread(s): compute floor {f['floor_ms_per_user']:.1f} ms/user ({setup['gflop_per_user']:.2f} "
+              f"GFLOP/user at the best measured matmul rate, {f['matmul_gflops']:.0f} GFLOP/s); ours takes "
+              f"{f['fast_over_floor']:.1f}x the floor; an exact fp32 search at the floor would be {best} faster "
+              f"than generate ({'CPU' if f['threads'] == 1 else 'wall'} time)")
 
     import torch
     import transformers
 
     result = {
         "benchmark": "constrained beam search decode throughput (CPU)",
-        "setup": {**setup, "beams": args.beams, "returned": args.beams, "threads": args.threads,
+        "setup": {**setup, "beams": args.beams, "returned": args.beams, "threads": thread_counts,
                   "model_init": "random (seed 0)", "task": "seqrec", "max_history": 20,
                   "timing": "after one warm-up batch; wall and process CPU time; each method in its own subprocess"},
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__, "transformers": transformers.__version__,
                     "load_avg_at_end": os.getloadavg()},
-        "rows": rows, "total_seconds": total,
+        "rows": rows, "compute_floor": floors, "total_seconds": total,
     }
     out = Path(args.out)
     from genrec.utils.io import atomic_write_json

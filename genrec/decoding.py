@@ -283,8 +283,19 @@ class _Decoder:
             else:
                 h = blk.layer[2](h)
         self.t += 1
-        h = self._norm(self.dec.final_layer_norm, h)
-        return F.linear(h, self.lm_weight).view(B, K, -1).float()
+        return self._norm(self.dec.final_layer_norm, h)
+
+    def log_probs(self, h: torch.Tensor, tokens: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+        """``log p(token)`` of the given token ids for each row of ``h [R, d]``: float32 ``[R, len(tokens)]``.
+
+        The normaliser is over the full vocabulary (as ``generate``); rows go through in chunks so each
+        chunk's logits stay in cache between the output matmul, the log-sum-exp and the gather, which
+        is faster than materialising all ``[R, V]`` logits at once."""
+        out = h.new_empty((h.shape[0], tokens.numel()), dtype=torch.float32)
+        for i in range(0, h.shape[0], chunk):
+            logits = F.linear(h[i:i + chunk], self.lm_weight).float()
+            torch.sub(logits.index_select(1, tokens), torch.logsumexp(logits, dim=-1, keepdim=True), out=out[i:i + chunk])
+        return out
 
 
 @torch.inference_mode()
@@ -321,11 +332,9 @@ def beam_search(
         node = torch.zeros((B, 1), dtype=torch.long, device=device)
         arange_b = torch.arange(B, device=device).view(B, 1)
         for level in range(L):
-            logits = dec.step(tokens)                                  # [B, Kc, V]
-            Kc = logits.shape[1]
-            logz = torch.logsumexp(logits, dim=-1, keepdim=True)
+            Kc = tokens.shape[1]
             vocab = trie.level_tokens[level]
-            cand = logits.index_select(2, vocab) - logz                # log p of each level token
+            cand = dec.log_probs(dec.step(tokens), vocab).view(B, Kc, -1)  # log p of each level token
             child = trie.children[level][node.clamp(min=0)]            # [B, Kc, |V_l|]
             cand = cand + scores.unsqueeze(2)
             cand = cand.masked_fill((child < 0) | (node < 0).unsqueeze(2), -math.inf)
@@ -344,8 +353,8 @@ def beam_search(
                 parent = F.pad(parent, (0, pad), value=0)
             dec.reorder((arange_b * Kc + parent).view(-1))
         # The final </s> step: generate scores (and orders) the beams after adding log p(</s>).
-        logits = dec.step(tokens)
-        scores = scores + (logits[..., eos_id] - torch.logsumexp(logits, dim=-1))
+        eos = torch.tensor([eos_id], device=device)
+        scores = scores + dec.log_probs(dec.step(tokens), eos).view(B, K)
         scores, order = torch.sort(scores, dim=1, descending=True, stable=True)
         leaves = node.gather(1, order)
         leaves = torch.where(scores > -math.inf, leaves, -1)

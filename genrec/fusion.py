@@ -9,7 +9,8 @@ gives it). Fusion merges the two lists per user by one of these rules (``--rule`
 - ``prob`` (default): a mixture of the two models' next-item distributions. Each list's scores are
   turned into probabilities renormalised over the items that list returned
   (``p_m(i) = exp(s_m(i)) / sum_j exp(s_m(j))``, the model's posterior given its beam), then
-  ``score(i) = log(sum_m w_m * p_m(i))``. An item only one list found gets only that list's
+  ``score(i) = log(sum_m w_m * p_m(i))`` with the weights
+  scaled to sum to 1 (so ``exp(score)`` is a probability). An item only one list found gets only that list's
   contribution (its probability under the other model is below that model's beam cut-off, counted
   as 0). Renormalising makes the two lists comparable even when their codes have different lengths
   (text codes carry a fifth dedup token, image codes do not, and every extra token multiplies a
@@ -83,6 +84,7 @@ def fuse_lists(lists: Sequence[tuple[Sequence[int], Sequence[float]]], config: F
     fused: dict[int, float] = {}
     if config.rule in ("prob", "rawprob"):
         terms: dict[int, list[float]] = {}
+        total = sum(config.weights)  # mixture weights sum to 1, so a fused score is a log-probability
         for w, (items, scores) in zip(config.weights, lists):
             if w == 0:
                 continue
@@ -90,7 +92,7 @@ def fuse_lists(lists: Sequence[tuple[Sequence[int], Sequence[float]]], config: F
             for item, s in zip(items, scores):
                 # an item listed twice in one list (never with our decoder) counts once, at its best
                 best[item] = max(s, best.get(item, -math.inf))
-            lw = math.log(w)
+            lw = math.log(w / total)
             if config.rule == "prob" and best:
                 lw -= _logsumexp(list(best.values()))  # renormalise over the list's items
             for item, s in best.items():

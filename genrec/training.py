@@ -790,6 +790,11 @@ class Trainer:
             self._plot()
             logger.info("stopped at step %d (%s); best %s = %s at step %s; run folder %s", st.step, st.stop_reason,
                         self.select, st.best_metric, st.best_step, self.run_dir)
+            if st.stop_reason == "time_budget" and st.step < self.warmup_steps:
+                # the schedule is laid out over --epochs/--max-steps, not over the time budget
+                logger.warning("the time budget ended during warmup (step %d of %d warmup steps): the learning rate "
+                               "never reached --lr; set --epochs or --max-steps to what the budget can train, or "
+                               "--warmup-epochs", st.step, self.warmup_steps)
         return self._summary(last_loss)
 
     def _agree(self, flag: bool) -> bool:

@@ -22,9 +22,10 @@ def test_prob_rule_mixes_renormalised_distributions():
     items, scores = fuse_lists([TEXT, IMAGE], FusionConfig(rule="prob"))
     t = {1: 0.5 / 0.8, 2: 0.2 / 0.8, 3: 0.1 / 0.8}      # text list renormalised over its items
     i = {3: 0.6 / 0.95, 4: 0.3 / 0.95, 1: 0.05 / 0.95}  # image list likewise
-    expect = {k: t.get(k, 0) + i.get(k, 0) for k in (1, 2, 3, 4)}
+    expect = {k: 0.5 * t.get(k, 0) + 0.5 * i.get(k, 0) for k in (1, 2, 3, 4)}  # equal-weight mixture
     assert items == [3, 1, 4, 2]
     assert [math.exp(s) for s in scores] == pytest.approx([expect[k] for k in items])
+    assert sum(math.exp(s) for s in scores) == pytest.approx(1.0)  # a distribution over the fused items
 
 
 def test_prob_rule_is_invariant_to_a_constant_per_list():
@@ -39,17 +40,17 @@ def test_prob_rule_is_invariant_to_a_constant_per_list():
 
 def test_rawprob_rule_sums_probabilities():
     items, scores = fuse_lists([TEXT, IMAGE], FusionConfig(rule="rawprob"))
-    # 3: 0.1 + 0.6 = 0.7, 1: 0.5 + 0.05 = 0.55, 4: 0.3 (image only), 2: 0.2 (text only)
+    # halves of 3: 0.1 + 0.6 = 0.7, 1: 0.5 + 0.05 = 0.55, 4: 0.3 (image only), 2: 0.2 (text only)
     assert items == [3, 1, 4, 2]
-    assert [math.exp(s) for s in scores] == pytest.approx([0.7, 0.55, 0.3, 0.2])
+    assert [math.exp(s) for s in scores] == pytest.approx([0.35, 0.275, 0.15, 0.1])
 
 
 def test_prob_rules_weights_and_topk():
     items, scores = fuse_lists([TEXT, IMAGE], FusionConfig(rule="rawprob", weights=(1.0, 0.0)))
     assert items == [1, 2, 3] and scores == pytest.approx(TEXT[1])  # image weight 0: text alone
     items, scores = fuse_lists([TEXT, IMAGE], FusionConfig(rule="rawprob", weights=(2.0, 1.0), topk=2))
-    # 1: 1.0 + 0.05, 3: 0.2 + 0.6 -> 1 first
-    assert items == [1, 3] and [math.exp(s) for s in scores] == pytest.approx([1.05, 0.8])
+    # weights 2/3 and 1/3: 1: (1.0 + 0.05) / 3, 3: (0.2 + 0.6) / 3 -> 1 first
+    assert items == [1, 3] and [math.exp(s) for s in scores] == pytest.approx([1.05 / 3, 0.8 / 3])
 
 
 def test_prob_rules_are_stable_for_tiny_probabilities():
@@ -57,10 +58,10 @@ def test_prob_rules_are_stable_for_tiny_probabilities():
     b = ([7, 8], [-2000.0, -2001.0])
     items, scores = fuse_lists([a, b], FusionConfig(rule="rawprob"))
     assert items == [7, 8]
-    assert scores[0] == pytest.approx(-2000.0 + math.log(2))
+    assert scores[0] == pytest.approx(-2000.0)  # the mean of two equal probabilities
     items, scores = fuse_lists([a, b], FusionConfig(rule="prob"))
     p7 = 1 / (1 + math.exp(-1))
-    assert items == [7, 8] and math.exp(scores[0]) == pytest.approx(1 + p7)
+    assert items == [7, 8] and math.exp(scores[0]) == pytest.approx((1 + p7) / 2)
 
 
 def test_rrf_rule():

@@ -71,3 +71,13 @@ def test_genrec_settings_are_checked():
     check_overrides(["genrec.preset=tiny", "genrec.text_codes=x.json"], ["genrec"])
     with pytest.raises(ValueError, match="unknown setting"):
         check_overrides(["genrec.no_such_field=1"], ["genrec"])
+
+
+def test_code_files_with_the_same_name_get_their_own_run_folder(tmp_path):
+    from genrec.baselines.genrec_entry import _codes_tag
+
+    a = tmp_path / "mql4grec" / "Scientific.index.json"
+    b = tmp_path / "rqvae_native" / "Scientific.index.json"
+    tags = {_codes_tag(str(a), ""), _codes_tag(str(b), ""), _codes_tag(str(a), str(b)), _codes_tag("", "")}
+    assert len(tags) == 4 and "default" in tags
+    assert _codes_tag(str(a), "") == _codes_tag(str(a), "")  # stable, so --resume finds the run again

@@ -55,8 +55,8 @@ def test_exclude_history_fused_and_image(rec):
     fused = rec.recommend(history, topk=8, task="fused")
     text = {r.item: r.score for r in rec.recommend(history, topk=8)}
     image = {r.item: r.score for r in rec.recommend(history, topk=8, task="seqimage")}
-    for r in fused:  # each list renormalised over its items, then summed (genrec.fusion "prob")
-        expect = sum(math.exp(s[r.item]) / sum(math.exp(x) for x in s.values()) for s in (text, image) if r.item in s)
+    for r in fused:  # each list renormalised over its items, then an equal-weight mixture (genrec.fusion "prob")
+        expect = sum(0.5 * math.exp(s[r.item]) / sum(math.exp(x) for x in s.values()) for s in (text, image) if r.item in s)
         assert math.exp(r.score) == pytest.approx(expect, rel=1e-5)
     assert len(fused) == 8
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
 import tempfile
@@ -65,7 +66,7 @@ def run_genrec(dataset: RecDataset, budget_minutes: float, args: argparse.Namesp
     ckpt_root = getattr(args, "checkpoint_dir", None)
     tmp = None if ckpt_root else tempfile.TemporaryDirectory(prefix="genrec-results.")
     out_dir = Path(ckpt_root) / dataset.name if ckpt_root else Path(tmp.name)
-    codes_tag = Path(cfg.text_codes).stem.replace(".", "-") if cfg.text_codes else "default"
+    codes_tag = _codes_tag(cfg.text_codes, cfg.image_codes)
     try:
         tcfg = default_config(
             "finetune", datasets=[dataset.name], data_root=str(dataset.dir.parent),
@@ -116,6 +117,16 @@ def run_genrec(dataset: RecDataset, budget_minutes: float, args: argparse.Namesp
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def _codes_tag(text_codes: str, image_codes: str) -> str:
+    """A run-folder tag that differs for every pair of code files: published code files often share a
+    file name (``indexes/<method>/Scientific.index.json``), so the stem alone would reuse one run folder."""
+    if not text_codes and not image_codes:
+        return "default"
+    parts = [f"{Path(p).parent.name}-{Path(p).stem}".replace(".", "-") for p in (text_codes, image_codes) if p]
+    digest = hashlib.sha1("\0".join(str(Path(p).resolve()) for p in (text_codes, image_codes)).encode()).hexdigest()[:8]
+    return "_".join(parts) + "-" + digest
 
 
 def _epochs(run_dir: Path, best_step: int | None) -> tuple[float, float | None]:
