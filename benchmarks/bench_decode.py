@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--users", type=int, default=200)
     p.add_argument("--beams", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=16, help="users per call of our search")
+    p.add_argument("--batch-size", type=int, default=32, help="users per call of our search")
     p.add_argument("--gen-batch-sizes", default="1,8", help="users per generate call (comma-separated)")
     p.add_argument("--threads", default="1", help="torch threads; a comma list runs every method at each count")
     p.add_argument("--seed", type=int, default=0)

@@ -111,6 +111,8 @@ def render_markdown(results: dict[str, Any]) -> str:
             "genrec rows: the multi-task T5 trained from scratch (no pretraining) under the same budget, histories = "
             "last 20 items (MQL4GRec's setting), trie-constrained beam search with 20 beams; the row reports text+image "
             "late fusion when the dataset has image codes, else text; a suffix names the code file it was trained on. "
+            "Rows that compare code files train the same fixed number of epochs (stop 'epochs', budget column = the "
+            "time cap), so every code file gets the same optimizer steps whatever the machine's load. "
             "Per-modality metrics are in results.json (by_modality).",
             "",
         ]
