@@ -9,9 +9,8 @@ gives it). Fusion merges the two lists per user by one of these rules (``--rule`
 - ``prob`` (default): a mixture of the two models' next-item distributions. Each list's scores are
   turned into probabilities renormalised over the items that list returned
   (``p_m(i) = exp(s_m(i)) / sum_j exp(s_m(j))``, the model's posterior given its beam), then
-  ``score(i) = log(sum_m w_m * p_m(i))`` with the weights
-  scaled to sum to 1 (so ``exp(score)`` is a probability). An item only one list found gets only that list's
-  contribution (its probability under the other model is below that model's beam cut-off, counted
+  ``score(i) = log(sum_m w_m * p_m(i))`` with the weights scaled to sum to 1 (so ``exp(score)`` is a
+  probability). An item only one list found gets only that list's contribution (its probability under the other model is below that model's beam cut-off, counted
   as 0). Renormalising makes the two lists comparable even when their codes have different lengths
   (text codes carry a fifth dedup token, image codes do not, and every extra token multiplies a
   sequence probability by a factor below 1).

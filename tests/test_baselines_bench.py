@@ -9,6 +9,7 @@ import pytest
 
 from conftest import load_benchmark
 
+
 @pytest.fixture(scope="module")
 def bench():
     return load_benchmark("results")

@@ -40,7 +40,7 @@ def test_prob_rule_is_invariant_to_a_constant_per_list():
 
 def test_rawprob_rule_sums_probabilities():
     items, scores = fuse_lists([TEXT, IMAGE], FusionConfig(rule="rawprob"))
-    # halves of 3: 0.1 + 0.6 = 0.7, 1: 0.5 + 0.05 = 0.55, 4: 0.3 (image only), 2: 0.2 (text only)
+    # equal weights 1/2: 3: (0.1 + 0.6) / 2, 1: (0.5 + 0.05) / 2, 4: 0.3 / 2 (image only), 2: 0.2 / 2 (text only)
     assert items == [3, 1, 4, 2]
     assert [math.exp(s) for s in scores] == pytest.approx([0.35, 0.275, 0.15, 0.1])
 

@@ -9,9 +9,6 @@ import pytest
 
 from conftest import load_benchmark
 
-REPO = Path(__file__).resolve().parents[1]
-
-
 @pytest.fixture(scope="module")
 def quality():
     return load_benchmark("quality")
@@ -52,12 +49,4 @@ def test_published_rows_for_instruments_and_a_clear_error_without_evaluations(qu
     assert quality.main(["--ckpt", str(run), "--dataset", "Synthetic", "--data-root", str(synthetic_root),
                          "--out", str(tmp_path / "o")]) == 2
     assert "holds no Synthetic test metrics" in capsys.readouterr().err
-    here = str(REPO / "benchmarks")
-    import sys
-
-    sys.path.insert(0, here)
-    try:
-        from results import PUBLISHED
-    finally:
-        sys.path.remove(here)
-    assert any("MQL4GRec" in name for name, _ in PUBLISHED["Instruments"])
+    assert any("MQL4GRec" in name for name, _ in load_benchmark("results").PUBLISHED["Instruments"])
