@@ -716,9 +716,11 @@ class Trainer:
                 if st.step >= self.total_steps:
                     st.stop_reason = "max_steps" if cfg.max_steps else "epochs"
                     break
-                plan = self._epoch_batches(st.epoch)
+                plan_epoch = st.epoch
+                plan = self._epoch_batches(plan_epoch)
                 lengths = self.trainset.source_lengths(plan.choice)
-                while st.batch_in_epoch < len(plan.batches) and st.stop_reason is None:
+                # leave when the epoch ends, so the next epoch gets its own batch order and fusion coins
+                while st.epoch == plan_epoch and st.batch_in_epoch < len(plan.batches) and st.stop_reason is None:
                     idx = plan.batches[st.batch_in_epoch]
                     loss_sum, grad_norm = self._step(idx, plan.choice, lengths)
                     st.step += 1

@@ -270,3 +270,67 @@ def test_two_cpu_processes_give_the_one_process_loss_curve(root, tmp_path):
     b = load_file(tmp_path / "log" / "two" / "best" / "model.safetensors")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4)
+
+
+# -- every epoch its own batch order; a kill -9 in a later epoch resumes bit for bit ---------------------
+def test_each_epoch_trains_its_own_batch_order(root, tmp_path, monkeypatch):
+    tr = Trainer(_cfg(root, tmp_path, run="epochs", epochs=3, eval_every_epochs=0, tasks=["seqrec", "fusionseqrec"]))
+    seen: list[tuple[bytes, bytes]] = []
+    step = tr._step
+    monkeypatch.setattr(tr, "_step", lambda idx, choice, lengths: (seen.append((idx.tobytes(), choice.tobytes())),
+                                                                  step(idx, choice, lengths))[1])
+    tr.fit()
+    per = tr.steps_per_epoch
+    assert len(seen) == 3 * per
+    for epoch in range(3):
+        plan = tr._epoch_batches(epoch)
+        assert [s[0] for s in seen[epoch * per:(epoch + 1) * per]] == [b.tobytes() for b in plan.batches]
+        assert all(s[1] == plan.choice.tobytes() for s in seen[epoch * per:(epoch + 1) * per])
+    assert seen[0] != seen[per]  # epoch 1 is not a replay of epoch 0
+
+
+def test_kill_9_in_a_later_epoch_resumes_bit_for_bit(root, tmp_path):
+    """A real process killed with SIGKILL after epoch 0; constant LR so the schedule ignores --epochs."""
+    import os
+    import signal
+    import time
+
+    log = tmp_path / "log"
+    common = {**_cli_base(root, tmp_path), "dataset": "Synthetic", "tasks": ["seqrec", "fusionseqrec"], "seed": 5,
+              "scheduler": "constant", "warmup_ratio": 0.0, "save_every_steps": 1, "eval_every_epochs": 0}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    script = [sys.executable, "-m", "genrec.finetune"]
+    ref = subprocess.run(script + _args({**common, "run": "ref", "epochs": 3}), capture_output=True, text=True,
+                         timeout=300, env=env, cwd=REPO)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    per_epoch = json.loads(ref.stdout.strip().splitlines()[-1])["step"] // 3
+    assert per_epoch >= 2
+    # the victim would train 1000 epochs; kill it once a checkpoint inside epoch 1 exists
+    proc = subprocess.Popen(script + _args({**common, "run": "victim", "epochs": 1000}), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env, cwd=REPO)
+    state_file = log / "victim" / "checkpoints" / "last" / "trainer_state.json"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            try:
+                state = json.loads(state_file.read_text())
+            except (FileNotFoundError, json.JSONDecodeError):
+                state = {"step": 0}
+            if state["step"] > per_epoch:
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the run wrote no checkpoint past epoch 0 in time")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    killed_at = json.loads(state_file.read_text())["step"]
+    assert per_epoch < killed_at < 3 * per_epoch
+    resumed = subprocess.run(script + ["--run", "victim", "--output-dir", str(log), "--resume", "--epochs", "3"],
+                             capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = load_file(log / "ref" / "checkpoints" / "last" / "model.safetensors")
+    b = load_file(log / "victim" / "checkpoints" / "last" / "model.safetensors")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert _train_records(log / "ref") == _train_records(log / "victim")
