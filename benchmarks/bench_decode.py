@@ -48,7 +48,7 @@ def _rss_kb() -> int:
 
 def worker(args: argparse.Namespace) -> None:
     import torch
-    from transformers import T5ForConditionalGeneration
+    from genrec.model import load_model
 
     from genrec.decoding import CodeTrie, beam_search, generate_with_trie, pad_sources
     from genrec.tokenizer import load_tokenizer
@@ -56,7 +56,7 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(int(args.threads))
     work = Path(args.work)
     tok = load_tokenizer(work / "tokenizer")
-    model = T5ForConditionalGeneration.from_pretrained(str(work / "model")).eval()
+    model = load_model(work / "model").eval()
     data = json.loads((work / "sources.json").read_text())
     sources, code_ids = data["sources"], data["code_ids"]
     trie = CodeTrie.from_token_ids(code_ids)

@@ -327,6 +327,17 @@ class TrainSet:
             tgts.append(enc.tgt[i])
         return srcs, tgts
 
+    def target_keys(self, idx: Sequence[int], choice: np.ndarray) -> list[tuple[str, str]]:
+        """``(dataset, target modality)`` of each example: which trie its target belongs to."""
+        from genrec.tasks import get_task
+
+        out = []
+        for g in idx:
+            part, _ = self.locate(int(g))
+            v = int(choice[g]) if len(part.variants) > 1 else 0
+            out.append((part.dataset, get_task(part.task).directions[v].target))
+        return out
+
 
 def collate(srcs: Sequence[np.ndarray], tgts: Sequence[np.ndarray], pad_id: int = 0,
             decoder_start_id: int = 0) -> dict[str, torch.Tensor]:

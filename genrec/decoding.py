@@ -23,8 +23,13 @@ fp32 matmul rate): ours takes about 2x that floor, and the floor itself is only 
 18x (two threads) faster than ``generate``: on this CPU no exact fp32 search can be 20x faster.
 The callback's Python cost matters far more on a GPU, where the arithmetic is cheap.
 
-Scores follow ``generate`` exactly: log-softmax over the full vocabulary (the constraint masks
-*after* normalising), summed over the code tokens and the final ``</s>``. ``generate`` reports
+Scores follow ``generate`` exactly. Under the ``full`` objective (the published one): log-softmax
+over the full vocabulary (the constraint masks *after* normalising), summed over the code tokens
+and the final ``</s>``. Under ``constrained`` (a model trained with :mod:`genrec.objective`): each
+level's logits are masked to the valid continuations and *then* normalised, so ``</s>`` after the
+last level costs 0 and the scores are log-probabilities of items; the reference is ``generate`` with
+a logits processor that masks and renormalises (``generate_with_trie(..., renormalise=True)``).
+The objective is read from the model's config (``genrec_objective``; absent means ``full``). ``generate`` reports
 ``sequences_scores`` = that sum / number of generated tokens (length penalty 1.0); every code has the
 same length, so the order is the same. :func:`generate_with_trie` is the reference implementation
 (the published callback approach) used by the tests and the benchmark.
@@ -299,6 +304,10 @@ class _Decoder:
             torch.sub(logits.index_select(1, tokens), torch.logsumexp(logits, dim=-1, keepdim=True), out=out[i:i + chunk])
         return out
 
+    def logits(self, h: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Raw float32 logits of the given token ids only (the constrained objective needs no full-vocabulary sum)."""
+        return F.linear(h, self.lm_weight.index_select(0, tokens)).float()
+
 
 @torch.inference_mode()
 def beam_search(
@@ -310,25 +319,33 @@ def beam_search(
     *,
     eos_id: int | None = None,
     start_id: int | None = None,
+    objective: str | None = None,
 ) -> BeamResult:
     """Top ``num_beams`` valid codes per source by total log-probability (same beams as ``generate``).
 
     ``input_ids``/``attention_mask``: ``[B, S]`` right-padded sources ending in ``</s>``. The trie must
-    live on the model's device (``trie.to(device)``). Returns :class:`BeamResult` sorted best first.
+    live on the model's device (``trie.to(device)``). ``objective``: ``full`` or ``constrained``
+    (default: the model's own, see the module doc). Returns :class:`BeamResult` sorted best first.
     """
+    from genrec.model import encode_sources, objective_of
+
     _check_t5(model)
     if num_beams < 1:
         raise ValueError("num_beams must be >= 1")
     cfg = model.config
+    objective = objective_of(cfg) if objective is None else objective
+    if objective not in ("full", "constrained"):
+        raise ValueError(f"unknown objective {objective!r}")
+    constrained = objective == "constrained"
     eos_id = cfg.eos_token_id if eos_id is None else eos_id
     start_id = cfg.decoder_start_token_id if start_id is None else start_id
     device = input_ids.device
     was_training = model.training
     model.eval()
     try:
-        enc = model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        enc, enc_mask = encode_sources(model, input_ids, attention_mask)
         B, L, K = input_ids.shape[0], trie.levels, num_beams
-        dec = _Decoder(model, enc, attention_mask, L + 1)
+        dec = _Decoder(model, enc, enc_mask, L + 1)
         tokens = torch.full((B, 1), start_id, dtype=torch.long, device=device)
         scores = torch.zeros((B, 1), dtype=torch.float32, device=device)
         node = torch.zeros((B, 1), dtype=torch.long, device=device)
@@ -336,10 +353,16 @@ def beam_search(
         for level in range(L):
             Kc = tokens.shape[1]
             vocab = trie.level_tokens[level]
-            cand = dec.log_probs(dec.step(tokens), vocab).view(B, Kc, -1)  # log p of each level token
             child = trie.children[level][node.clamp(min=0)]            # [B, Kc, |V_l|]
+            invalid = (child < 0) | (node < 0).unsqueeze(2)
+            h = dec.step(tokens)
+            if constrained:
+                # normalise over the valid continuations (a dead beam's all-masked row is masked again below)
+                cand = dec.logits(h, vocab).view(B, Kc, -1).masked_fill(invalid, -math.inf).log_softmax(-1)
+            else:
+                cand = dec.log_probs(h, vocab).view(B, Kc, -1)          # log p of each level token
             cand = cand + scores.unsqueeze(2)
-            cand = cand.masked_fill((child < 0) | (node < 0).unsqueeze(2), -math.inf)
+            cand = cand.masked_fill(invalid, -math.inf)
             width = cand.shape[2]
             k = min(K, Kc * width)
             top, idx = torch.topk(cand.view(B, Kc * width), k, dim=1)
@@ -355,8 +378,9 @@ def beam_search(
                 parent = F.pad(parent, (0, pad), value=0)
             dec.reorder((arange_b * Kc + parent).view(-1))
         # The final </s> step: generate scores (and orders) the beams after adding log p(</s>).
-        eos = torch.tensor([eos_id], device=device)
-        scores = scores + dec.log_probs(dec.step(tokens), eos).view(B, K)
+        if not constrained:  # under the constrained objective </s> is the only continuation: log p = 0
+            eos = torch.tensor([eos_id], device=device)
+            scores = scores + dec.log_probs(dec.step(tokens), eos).view(B, K)
         scores, order = torch.sort(scores, dim=1, descending=True, stable=True)
         leaves = node.gather(1, order)
         leaves = torch.where(scores > -math.inf, leaves, -1)
@@ -374,8 +398,12 @@ def generate_with_trie(
     num_beams: int = 20,
     *,
     prefix_table: dict[tuple[int, ...], list[int]] | None = None,
+    renormalise: bool = False,
 ) -> BeamResult:
     """Reference: ``model.generate`` with the published per-beam trie callback, in :class:`BeamResult` form.
+
+    ``renormalise``: instead of the callback, a logits processor masks every step's scores to the
+    trie's continuations and renormalises them (the reference of the ``constrained`` objective).
 
     Beams ``generate`` pads with (duplicates scored about -1e9 when fewer codes than beams are
     valid) become leaf -1 / score -inf, as in :func:`beam_search`.
@@ -392,9 +420,15 @@ def generate_with_trie(
     was_training = model.training
     model.eval()
     try:
+        if renormalise:
+            from transformers import LogitsProcessorList
+
+            constraint = dict(logits_processor=LogitsProcessorList([_MaskRenormalise(allowed)]))
+        else:
+            constraint = dict(prefix_allowed_tokens_fn=allowed)
         out = model.generate(
             input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=L + 1, num_beams=num_beams,
-            num_return_sequences=num_beams, prefix_allowed_tokens_fn=allowed, do_sample=False,
+            num_return_sequences=num_beams, **constraint, do_sample=False,
             length_penalty=1.0, early_stopping=False, output_scores=True, return_dict_in_generate=True,
         )
     finally:
@@ -415,3 +449,16 @@ def generate_with_trie(
             leaves[b, j], scores[b, j] = leaf, gscores[b, k] * (L + 1)
             j += 1
     return BeamResult(leaves=leaves, scores=scores, levels=L)
+
+
+class _MaskRenormalise:
+    """Logits processor: keep the allowed next tokens of each row's prefix, renormalise over them."""
+
+    def __init__(self, allowed):
+        self.allowed = allowed
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        mask = torch.full_like(scores, -math.inf)
+        for r, seq in enumerate(input_ids):
+            mask[r, self.allowed(0, seq)] = 0.0
+        return torch.log_softmax(scores + mask, dim=-1)

@@ -241,12 +241,13 @@ class LoadedRun:
         return int(self.config.get("max_history", 20))
 
     def load_model(self, checkpoint: str = "best", device: str | torch.device | None = None) -> Any:
-        from transformers import T5ForConditionalGeneration
         from transformers.utils import logging as hf_logging
+
+        from genrec.model import load_model
 
         model_dir = resolve_model_dir(self.dir, checkpoint)
         hf_logging.disable_progress_bar()  # "Loading weights" bars on stderr would bury CLI output
-        model = T5ForConditionalGeneration.from_pretrained(str(model_dir))
+        model = load_model(model_dir)
         if model.config.vocab_size != len(self.tokenizer):
             raise ValueError(f"{model_dir}: model vocabulary ({model.config.vocab_size}) does not match the run's "
                              f"tokenizer ({len(self.tokenizer)})")

@@ -1,10 +1,30 @@
-"""The generator: a T5 encoder-decoder built from a config (never downloaded)."""
+"""The generator: a T5 encoder-decoder built from a config (never downloaded).
+
+:class:`GenRecT5` is ``T5ForConditionalGeneration`` plus two recorded choices, saved in its
+``config.json`` so every reader of a checkpoint scores it the way it was trained:
+
+- ``genrec_objective``: ``full`` (softmax over the whole vocabulary, the published objective) or
+  ``constrained`` (softmax over the tokens that continue a valid code; :mod:`genrec.objective`).
+- ``genrec_item_inputs``: ``tokens`` (the encoder sees every code token of the history) or
+  ``pooled`` (one encoder position per history item: the mean of its code-token embeddings plus a
+  learned modality embedding), so the encoder input is ``1 + history + 1`` positions instead of
+  ``1 + levels x history + 1``. The sources stay token sequences (caches, decoding and
+  ``recommend`` are unchanged); the model pools them itself, an item starting at each first-level
+  code token.
+
+A checkpoint without these keys (older runs, plain T5) means ``full`` / ``tokens``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import torch
 from transformers import PreTrainedTokenizerBase, T5Config, T5ForConditionalGeneration
+from transformers.modeling_outputs import BaseModelOutput
+
+OBJECTIVES = ("full", "constrained")
+ITEM_INPUTS = ("tokens", "pooled")
 
 
 @dataclass(frozen=True)
@@ -29,18 +49,148 @@ PRESETS: dict[str, ModelPreset] = {
 }
 
 
-def build_model(preset: str | ModelPreset, tokenizer: PreTrainedTokenizerBase, **overrides) -> T5ForConditionalGeneration:
+def objective_of(config) -> str:
+    value = getattr(config, "genrec_objective", "full")
+    if value not in OBJECTIVES:
+        raise ValueError(f"checkpoint objective {value!r} is unknown to this version (known: {', '.join(OBJECTIVES)})")
+    return value
+
+
+def item_inputs_of(config) -> str:
+    value = getattr(config, "genrec_item_inputs", "tokens")
+    if value not in ITEM_INPUTS:
+        raise ValueError(f"checkpoint item-input mode {value!r} is unknown to this version (known: {', '.join(ITEM_INPUTS)})")
+    return value
+
+
+def code_token_table(tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
+    """``[[token id, level, modality], ...]`` for every code token (modality 0 text, 1 image)."""
+    import re
+
+    pat = re.compile(r"<([a-zA-Z])_\d+>")
+    out = []
+    for tok, i in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]):
+        m = pat.fullmatch(tok)
+        if m:
+            letter = m.group(1)
+            out.append([i, ord(letter.lower()) - ord("a"), 0 if letter.islower() else 1])
+    return out
+
+
+class GenRecT5(T5ForConditionalGeneration):
+    """T5 with the recorded objective and optional item-pooled encoder inputs (see the module doc)."""
+
+    def __init__(self, config: T5Config):
+        super().__init__(config)
+        self.item_inputs = item_inputs_of(config)
+        objective_of(config)
+        self._token_tables: tuple[torch.Tensor, torch.Tensor] | None = None
+        if self.item_inputs == "pooled":
+            self.item_modality = torch.nn.Embedding(2, config.d_model)
+            self.item_modality.weight.data.zero_()  # starts as the plain mean of the code embeddings
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, torch.nn.Embedding) and module is getattr(self, "item_modality", None):
+            module.weight.data.zero_()
+
+    def token_tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(level, modality)`` of every token id (level -1: not a code token), from the config.
+
+        Plain tensors built on first use, not buffers: ``from_pretrained`` builds models on the meta
+        device, where non-persistent buffers would be left uninitialised."""
+        if self._token_tables is None or self._token_tables[0].device != device:
+            table = torch.tensor(getattr(self.config, "genrec_code_tokens", []) or [[0, -1, 0]], dtype=torch.long)
+            level = torch.full((self.config.vocab_size,), -1, dtype=torch.long)
+            modality = torch.zeros(self.config.vocab_size, dtype=torch.long)
+            level[table[:, 0]] = table[:, 1]
+            modality[table[:, 0]] = table[:, 2]
+            self._token_tables = (level.to(device), modality.to(device))
+        return self._token_tables
+
+    def pool_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(inputs_embeds [B, P, d], mask [B, P])``: task token, one position per item, then the rest."""
+        B, S = input_ids.shape
+        valid = attention_mask.bool()
+        token_level, token_modality = self.token_tables(input_ids.device)
+        lvl = token_level[input_ids]
+        is_code = (lvl >= 0) & valid
+        starts = (lvl == 0) & valid
+        group = torch.cumsum(starts.long(), dim=1)                       # item k's tokens -> k (1-based)
+        after = torch.cumsum((~is_code & valid).long(), dim=1) - 1        # non-code tokens seen before, this one excluded
+        # position 0 keeps the task token; an item k goes to k (+ non-code tokens before it), a later
+        # non-code token (</s>) follows the last item
+        pos = torch.where(valid, group + after.clamp(min=0), torch.zeros_like(group))
+        P = int(pos.max().item()) + 1 if valid.any() else 1
+        emb = self.shared(input_ids)                                      # [B, S, d]
+        flat = (torch.arange(B, device=input_ids.device).unsqueeze(1) * (P + 1) + torch.where(valid, pos, P)).view(-1)
+        out = emb.new_zeros((B * (P + 1), emb.shape[-1])).index_add_(0, flat, emb.reshape(B * S, -1))
+        cnt = emb.new_zeros(B * (P + 1)).index_add_(0, flat, valid.reshape(-1).to(emb.dtype))
+        out = (out / cnt.clamp(min=1).unsqueeze(1)).view(B, P + 1, -1)[:, :P]
+        # the learned modality signal on item positions
+        item_mod = torch.zeros((B * (P + 1),), dtype=torch.long, device=input_ids.device).index_put_(
+            (flat,), token_modality[input_ids].reshape(-1) * is_code.reshape(-1).long(), accumulate=False)
+        is_item = torch.zeros((B * (P + 1),), dtype=torch.bool, device=input_ids.device).index_put_(
+            (flat,), is_code.reshape(-1), accumulate=True)
+        item_mod, is_item = item_mod.view(B, P + 1)[:, :P], is_item.view(B, P + 1)[:, :P]
+        out = out + self.item_modality(item_mod) * is_item.unsqueeze(-1).to(out.dtype)
+        mask = (cnt.view(B, P + 1)[:, :P] > 0).to(attention_mask.dtype)
+        return out, mask
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder hidden states and the mask over their positions."""
+        if self.item_inputs == "pooled":
+            emb, mask = self.pool_inputs(input_ids, attention_mask)
+            return self.encoder(inputs_embeds=emb, attention_mask=mask).last_hidden_state, mask
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state, attention_mask
+
+    def forward(self, input_ids=None, attention_mask=None, encoder_outputs=None, **kwargs):
+        if self.item_inputs == "pooled" and encoder_outputs is None and input_ids is not None:
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            hidden, attention_mask = self.encode(input_ids, attention_mask)
+            encoder_outputs = BaseModelOutput(last_hidden_state=hidden)
+            input_ids = None
+        return super().forward(input_ids=input_ids, attention_mask=attention_mask, encoder_outputs=encoder_outputs, **kwargs)
+
+
+def encode_sources(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder output and mask of any T5 (a plain T5 checkpoint encodes its tokens)."""
+    if isinstance(model, GenRecT5):
+        return model.encode(input_ids, attention_mask)
+    return model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state, attention_mask
+
+
+def load_model(path) -> GenRecT5:
+    """A saved generator (any of this project's checkpoints, old plain-T5 ones included)."""
+    from transformers import T5Config
+
+    config = T5Config.from_pretrained(str(path))
+    objective_of(config)
+    item_inputs_of(config)
+    return GenRecT5.from_pretrained(str(path))
+
+
+def build_model(preset: str | ModelPreset, tokenizer: PreTrainedTokenizerBase, *, objective: str = "full",
+                item_inputs: str = "tokens", **overrides) -> GenRecT5:
     """A freshly initialised T5 sized by ``preset`` for ``tokenizer``'s vocabulary."""
     if isinstance(preset, str):
         if preset not in PRESETS:
             raise ValueError(f"unknown model preset {preset!r}; choose from {sorted(PRESETS)}")
         preset = PRESETS[preset]
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; choose from {', '.join(OBJECTIVES)}")
+    if item_inputs not in ITEM_INPUTS:
+        raise ValueError(f"unknown item-input mode {item_inputs!r}; choose from {', '.join(ITEM_INPUTS)}")
     config = T5Config(
         vocab_size=len(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
+        genrec_objective=objective,
+        genrec_item_inputs=item_inputs,
+        genrec_code_tokens=code_token_table(tokenizer) if item_inputs == "pooled" else [],
         **{**asdict(preset), **overrides},
     )
-    return T5ForConditionalGeneration(config)
+    return GenRecT5(config)

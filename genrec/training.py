@@ -37,7 +37,7 @@ from genrec.data.errors import DataError
 from genrec.data_pipeline import (
     DatasetData, Encoded, Part, TrainSet, build_dataset_data, collate, default_cache_dir, shard_step,
 )
-from genrec.tasks import parse_tasks, resolve_tasks
+from genrec.tasks import get_task, parse_tasks, resolve_tasks
 from genrec.tokenizer import VocabConfig, build_tokenizer, load_tokenizer
 from genrec.utils.io import append_jsonl, atomic_dir, atomic_output, atomic_write_json, atomic_write_text
 from genrec.utils.rng import rng_state, seed_everything, set_rng_state
@@ -67,6 +67,10 @@ class TrainConfig:
     max_history: int = field(default=20, metadata=_help("keep the most recent N history items (0 = all)"))
     dedup_codes: bool = field(default=True, metadata=_help("append a dedup token to codes shared by several items"))
     preset: str = field(default="paper", metadata=_help("model size: paper, small or tiny (ignored with --init)"))
+    objective: str = field(default="full", metadata=_help(
+        "full: softmax over the whole vocabulary (published); constrained: over the tokens that continue a valid code"))
+    item_inputs: str = field(default="tokens", metadata=_help(
+        "tokens: every code token is an encoder position (published); pooled: one encoder position per history item"))
     dropout: float | None = field(default=None, metadata=_help("override the model's dropout rate"))
     init: str | None = field(default=None, metadata=_help("start from this run folder (log/<run>) or model folder"))
     output_dir: str = field(default="log", metadata=_help("runs are written to <output_dir>/<run>/"))
@@ -74,7 +78,11 @@ class TrainConfig:
     seed: int = field(default=42, metadata=_help("seed of initialisation, batch order, fusion coins and dropout"))
     epochs: int = field(default=200, metadata=_help("number of epochs"))
     max_steps: int = field(default=0, metadata=_help("total optimizer steps; overrides epochs when > 0"))
-    time_budget_minutes: float = field(default=0.0, metadata=_help("stop (evaluate, checkpoint) after this much training time"))
+    time_budget_minutes: float = field(default=0.0, metadata=_help(
+        "stop (evaluate, checkpoint) once the run has trained this long in total (validation included; "
+        "a resumed run counts its earlier time, so resuming with a larger budget continues the same run)"))
+    budget_clock: str = field(default="wall", metadata=_help(
+        "clock of --time-budget-minutes: wall, or cpu (this process's CPU time: budgets that other jobs on the machine do not shrink)"))
     stop_after_steps: int = field(default=0, metadata=_help("stop this invocation after N steps with a checkpoint, as if interrupted"))
     batch_size: int = field(default=1024, metadata=_help("examples per optimizer step, all processes and micro-batches together"))
     micro_batch_size: int = field(default=256, metadata=_help("most examples per forward pass per process (accumulation when smaller)"))
@@ -176,8 +184,16 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"unknown scheduler {cfg.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
     if cfg.select_metric not in SELECT_METRICS:
         raise ValueError(f"unknown select metric {cfg.select_metric!r}; choose from {', '.join(SELECT_METRICS)}")
+    if cfg.budget_clock not in ("wall", "cpu"):
+        raise ValueError(f"unknown budget clock {cfg.budget_clock!r}; choose wall or cpu")
     if cfg.mixed_precision not in PRECISIONS:
         raise ValueError(f"unknown mixed precision {cfg.mixed_precision!r}; choose from {', '.join(PRECISIONS)}")
+    from genrec.model import ITEM_INPUTS, OBJECTIVES
+
+    if cfg.objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {cfg.objective!r}; choose from {', '.join(OBJECTIVES)}")
+    if cfg.item_inputs not in ITEM_INPUTS:
+        raise ValueError(f"unknown item-input mode {cfg.item_inputs!r}; choose from {', '.join(ITEM_INPUTS)}")
     if cfg.init is None:
         from genrec.model import PRESETS
 
@@ -279,6 +295,7 @@ class TrainState:
     finished: bool = False
     stop_reason: str | None = None
     train_seconds: float = 0.0
+    train_cpu_seconds: float = 0.0
 
 
 def _subset(enc: Encoded, idx: np.ndarray) -> Encoded:
@@ -369,6 +386,7 @@ class Trainer:
                 logger.info("%s: training examples %s; validation users %d", d.name, sizes,
                             max((len(p) for p in d.valid), default=0))
 
+        self.tries = self._build_tries() if cfg.objective == "constrained" else {}
         seed_everything(cfg.seed)
         self.model = self._build_model(init_model_dir)
         self.optimizer = self._build_optimizer()
@@ -402,20 +420,29 @@ class Trainer:
     def _load_data(self) -> list[DatasetData]:
         return load_training_data(self.cfg, self.tokenizer, first=self.acc.main_process_first, write_cache=self.main)
 
-    def _build_model(self, init_model_dir: Path | None):
-        from transformers import T5ForConditionalGeneration
+    def _build_tries(self) -> dict:
+        from genrec.decoding import CodeTrie
 
-        from genrec.model import build_model
+        device = self.acc.device
+        return {(d.name, m): CodeTrie.from_codes(self.tokenizer, c).to(device) for d in self.data for m, c in d.codes.items()}
+
+    def _build_model(self, init_model_dir: Path | None):
+        from genrec.model import build_model, item_inputs_of, load_model
 
         cfg = self.cfg
         if self.resume:
-            model = T5ForConditionalGeneration.from_pretrained(str(self.ckpt_dir))
+            model = load_model(self.ckpt_dir)
         elif init_model_dir is not None:
-            model = T5ForConditionalGeneration.from_pretrained(str(init_model_dir))
+            model = load_model(init_model_dir)
+            if item_inputs_of(model.config) != cfg.item_inputs:
+                raise ValueError(f"--init {init_model_dir} was trained with --item-inputs {item_inputs_of(model.config)}, "
+                                 f"this run asks for {cfg.item_inputs}: the encoders differ; use the same --item-inputs")
+            model.config.genrec_objective = cfg.objective  # the objective may change between pretraining and finetuning
             logger.info("initialised from %s", init_model_dir)
         else:
             overrides = {} if cfg.dropout is None else {"dropout_rate": cfg.dropout}
-            model = build_model(cfg.preset, self.tokenizer, **overrides)
+            model = build_model(cfg.preset, self.tokenizer, objective=cfg.objective, item_inputs=cfg.item_inputs,
+                                **overrides)
         if model.config.vocab_size != len(self.tokenizer):
             raise ValueError(f"model vocabulary ({model.config.vocab_size}) differs from the tokenizer ({len(self.tokenizer)})")
         if cfg.dropout is not None:
@@ -474,13 +501,17 @@ class Trainer:
                 self.select = "valid_loss"
 
     # -- one optimizer step ------------------------------------------------------------------
-    def _forward_sum(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _forward_sum(self, model, batch: dict[str, torch.Tensor], keys: Sequence | None = None) -> torch.Tensor:
+        """Summed target-token loss of a batch; ``keys``: each example's (dataset, target modality)."""
+        from genrec.objective import constrained_loss_sum, full_loss_sum
+
         batch = {k: v.to(self.acc.device, non_blocking=True) for k, v in batch.items()}
         labels = batch.pop("labels")
         with self.acc.autocast():
             logits = model(**batch).logits
-        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1),
-                               ignore_index=-100, reduction="sum")
+        if self.cfg.objective == "constrained":
+            return constrained_loss_sum(logits, labels, keys, self.tries)
+        return full_loss_sum(logits, labels)
 
     def micro_batches(self, idx: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
         """This process's length-sorted micro-batches of the global batch ``idx``."""
@@ -500,7 +531,7 @@ class Trainer:
             # gradients are all-reduced once, after the last micro-batch of the step
             ctx = contextlib.nullcontext() if k == len(micro) - 1 else self.acc.no_sync(model)
             with ctx:
-                loss_sum = self._forward_sum(model, batch)
+                loss_sum = self._forward_sum(model, batch, self.trainset.target_keys(mb, choice))
                 # DDP averages over processes, so scale by world / global token count
                 self.acc.backward(loss_sum * (self.world / n_tokens))
             total += loss_sum.detach()
@@ -528,9 +559,10 @@ class Trainer:
                 order = np.argsort(-enc.source_lengths(), kind="stable")
                 chunks = [order[i:i + self.cfg.eval_batch_size] for i in range(0, n, self.cfg.eval_batch_size)]
                 s = torch.zeros(2, dtype=torch.float64, device=self.acc.device)
+                key = (part.dataset, get_task(part.task).directions[v].target)
                 for c in chunks[self.rank::self.world]:
                     batch = collate([enc.source(i) for i in c], [enc.tgt[i] for i in c], pad_id=pad, decoder_start_id=pad)
-                    s[0] += self._forward_sum(model, batch).double()
+                    s[0] += self._forward_sum(model, batch, [key] * len(c)).double()
                     s[1] += float(enc.tgt[c].size)
                 sums.append(((part.dataset, part.task, v, len(part.variants)), s))
         if sums:
@@ -706,7 +738,8 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=st.step, disable=not (self.main and cfg.progress),
                    desc=f"{cfg.mode} {cfg.run}", dynamic_ncols=True)
         start = time.perf_counter()
-        base_seconds = st.train_seconds
+        base_seconds, base_cpu = st.train_seconds, st.train_cpu_seconds
+        start_cpu = time.process_time()
         steps_here = 0
         interval_loss = torch.zeros((), device=self.acc.device)
         interval_tokens, interval_samples, interval_t = 0, 0, time.perf_counter()
@@ -731,6 +764,7 @@ class Trainer:
                     interval_tokens += self.trainset.target_tokens(idx, plan.choice)
                     interval_samples += len(idx)
                     st.train_seconds = base_seconds + time.perf_counter() - start
+                    st.train_cpu_seconds = base_cpu + time.process_time() - start_cpu
                     epoch_float = st.epoch + st.batch_in_epoch / len(plan.batches)
                     if st.step % cfg.log_every_steps == 0 or st.step == self.total_steps:
                         total = float(self.acc.reduce(interval_loss.clone(), reduction="sum"))
@@ -742,7 +776,8 @@ class Trainer:
                                 "lr": self.scheduler.get_last_lr()[0],
                                 "grad_norm": None if grad_norm is None else float(grad_norm),
                                 "samples_per_s": interval_samples / max(now - interval_t, 1e-9),
-                                "train_seconds": round(st.train_seconds, 3)})
+                                "train_seconds": round(st.train_seconds, 3),
+                                "train_cpu_seconds": round(st.train_cpu_seconds, 3)})
                         bar.set_postfix(loss=f"{last_loss:.4f}")
                         interval_loss.zero_()
                         interval_tokens, interval_samples, interval_t = 0, 0, now
@@ -753,8 +788,9 @@ class Trainer:
                         reason = "max_steps" if cfg.max_steps else "epochs"
                     elif cfg.stop_after_steps and steps_here >= cfg.stop_after_steps:
                         reason = "stop_after_steps"
-                    elif self._agree(stop_signal["flag"] or (cfg.time_budget_minutes > 0 and
-                                     time.perf_counter() - start >= cfg.time_budget_minutes * 60)):
+                    elif self._agree(stop_signal["flag"] or (cfg.time_budget_minutes > 0 and (
+                            st.train_cpu_seconds if cfg.budget_clock == "cpu" else st.train_seconds)
+                            >= cfg.time_budget_minutes * 60)):
                         reason = "signal" if stop_signal["flag"] else "time_budget"
                     if st.batch_in_epoch == len(plan.batches):
                         st.epoch += 1
@@ -809,7 +845,8 @@ class Trainer:
         st = self.state
         return {"run_dir": str(self.run_dir), "step": st.step, "epoch": st.epoch, "stop_reason": st.stop_reason,
                 "train_loss": last_loss, "best_metric": st.best_metric, "best_step": st.best_step,
-                "select_metric": self.select, "train_seconds": st.train_seconds, "world_size": self.world}
+                "select_metric": self.select, "train_seconds": st.train_seconds,
+                "train_cpu_seconds": st.train_cpu_seconds, "world_size": self.world}
 
 
 @dataclass
@@ -868,7 +905,7 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
 # --quick: the synthetic default dataset, tiny model, about a minute on a (shared) CPU
 QUICK = dict(datasets=["Synthetic"], preset="tiny", epochs=2, batch_size=256, micro_batch_size=64, lr=3e-3,
              num_threads=1, eval_users=200, eval_beams=10, log_every_steps=5)
-TRAINING_IDENTITY = ("datasets", "tasks", "max_history", "dedup_codes", "preset", "seed", "batch_size", "lr",
+TRAINING_IDENTITY = ("datasets", "tasks", "max_history", "dedup_codes", "preset", "objective", "item_inputs", "seed", "batch_size", "lr",
                      "weight_decay", "scheduler", "warmup_ratio", "warmup_epochs", "text_codes", "image_codes")
 
 

@@ -203,3 +203,112 @@ def test_instruments_codes_paper_preset_match_generate(tok, shared_data):
         sources = build_sources(tok, get_task(task), codes, samples)
         trie, fast, _ = _check_against_generate(model, tok, codes[modality], sources, beams=20)
         assert trie.unique and (fast.leaves >= 0).all()
+
+
+# -- the constrained objective: renormalised over valid continuations -----------------------------------
+@pytest.mark.parametrize("seed,factor,shape", [(0, 1.0, [16, 16, 256, 256]), (1, 4.0, [3, 2, 4, 6]), (2, 2.0, [8, 8, 8, 8])])
+def test_constrained_search_matches_generate_with_a_renormalising_processor(tok, seed, factor, shape):
+    rng = np.random.default_rng(10 + seed)
+    model = _model(tok, "tiny", seed, factor)
+    codes, _ = make_codes_unique(_random_codes(rng, 300, shape))
+    trie = CodeTrie.from_codes(tok, codes)
+    ids, mask = pad_sources(_sources(tok, rng, 4), tok.pad_token_id)
+    fast = beam_search(model, ids, mask, trie, 8, objective="constrained")
+    ref = generate_with_trie(model, ids, mask, trie, 8, renormalise=True)
+    _assert_same(fast, ref)
+    full = beam_search(model, ids, mask, trie, 8, objective="full")
+    assert not torch.allclose(fast.scores, full.scores)  # the two objectives really score differently
+
+
+def _constrained_teacher_forced(model, tok, trie, ids, code):
+    """log p(code) with each level's softmax over the trie's continuations of the prefix (by hand)."""
+    labels = torch.tensor([code + [tok.eos_token_id]])
+    with torch.no_grad():
+        logits = model(input_ids=ids, labels=labels).logits[0]
+    total, prefix = 0.0, ()
+    table = trie.prefix_table(0, tok.eos_token_id)
+    for t, token in enumerate(code):
+        allowed = table[(0,) + prefix]
+        total += (logits[t, token] - torch.logsumexp(logits[t, allowed], 0)).item()
+        prefix += (token,)
+    return total
+
+
+@pytest.mark.parametrize("item_inputs", ["tokens", "pooled"])
+def test_constrained_scores_are_item_probabilities(tok, item_inputs):
+    """Each beam's score is the constrained teacher-forced log-probability, and over all items they sum to 1."""
+    from genrec.objective import constrained_loss_sum
+
+    rng = np.random.default_rng(7)
+    torch.manual_seed(7)
+    model = build_model("tiny", tok, objective="constrained", item_inputs=item_inputs, initializer_factor=2.0).eval()
+    codes = list(dict.fromkeys(_random_codes(rng, 40, [3, 3, 3, 3])))
+    trie = CodeTrie.from_codes(tok, codes)
+    src = [tok.convert_tokens_to_ids(["<task_seqrec>", *codes[0], *codes[1]]) + [tok.eos_token_id]]
+    ids, mask = pad_sources(src)
+    res = beam_search(model, ids, mask, trie, len(codes))  # the model's own objective
+    assert (res.leaves >= 0).all()
+    assert torch.exp(res.scores).sum().item() == pytest.approx(1.0, abs=1e-4)
+    for k in range(0, len(codes), 7):
+        code = trie.leaf_code[res.leaves[0, k]].tolist()
+        assert res.scores[0, k].item() == pytest.approx(_constrained_teacher_forced(model, tok, trie, ids, code), abs=TOL)
+        labels = torch.tensor([code + [tok.eos_token_id]])
+        with torch.no_grad():
+            logits = model(input_ids=ids, labels=labels).logits
+        loss = constrained_loss_sum(logits, labels, ["k"], {"k": trie}).item()
+        assert -loss == pytest.approx(res.scores[0, k].item(), abs=TOL)
+
+
+def test_pooled_inputs_give_one_encoder_position_per_item(tok):
+    model = build_model("tiny", tok, item_inputs="pooled")
+    a, b = ["<a_1>", "<b_2>", "<c_3>", "<d_4>"], ["<a_5>", "<b_6>", "<c_7>", "<d_8>", "<e_1>"]
+    src = [tok.convert_tokens_to_ids(["<task_seqrec>", *a, *b]) + [tok.eos_token_id],
+           tok.convert_tokens_to_ids(["<task_item2image>", "<A_1>", "<B_2>", "<C_3>", "<D_4>"]) + [tok.eos_token_id]]
+    ids, mask = pad_sources(src)
+    emb, pmask = model.pool_inputs(ids, mask)
+    assert pmask.tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
+    E = model.shared.weight
+    torch.testing.assert_close(emb[0, 0], E[ids[0, 0]])
+    torch.testing.assert_close(emb[0, 1], E[ids[0, 1:5]].mean(0))
+    torch.testing.assert_close(emb[0, 2], E[ids[0, 5:10]].mean(0))
+    torch.testing.assert_close(emb[0, 3], E[tok.eos_token_id])
+    torch.testing.assert_close(emb[1, 1], E[ids[1, 1:5]].mean(0))
+    # the learned modality signal reaches item positions only, and trains
+    with torch.no_grad():
+        model.item_modality.weight.fill_(1.0)
+    emb2, _ = model.pool_inputs(ids, mask)
+    torch.testing.assert_close(emb2[0, 1], emb[0, 1] + 1.0)
+    torch.testing.assert_close(emb2[0, 0], emb[0, 0])
+    out = model(input_ids=ids, attention_mask=mask, labels=torch.tensor([[ids[0, 1], 1], [ids[1, 1], 1]]))
+    out.loss.backward()
+    assert model.item_modality.weight.grad.abs().sum() > 0
+
+
+def test_checkpoint_with_an_unknown_objective_is_refused(tok, tmp_path):
+    from genrec.model import load_model
+
+    model = build_model("tiny", tok)
+    model.config.genrec_objective = "mystery"
+    model.save_pretrained(str(tmp_path / "m"))
+    with pytest.raises(ValueError, match="objective 'mystery' is unknown"):
+        load_model(tmp_path / "m")
+    with pytest.raises(ValueError, match="unknown item-input mode"):
+        build_model("tiny", tok, item_inputs="bags")
+
+
+def test_pooled_model_decodes_the_same_after_save_and_load(tok, tmp_path):
+    from genrec.model import load_model
+
+    rng = np.random.default_rng(8)
+    torch.manual_seed(8)
+    model = build_model("tiny", tok, objective="constrained", item_inputs="pooled", initializer_factor=2.0).eval()
+    with torch.no_grad():
+        model.item_modality.weight.normal_()
+    codes = list(dict.fromkeys(_random_codes(rng, 60, [4, 4, 4, 4])))
+    trie = CodeTrie.from_codes(tok, codes)
+    src = [tok.convert_tokens_to_ids(["<task_seqrec>", *codes[i], *codes[i + 1]]) + [tok.eos_token_id] for i in range(3)]
+    ids, mask = pad_sources(src)
+    before = beam_search(model, ids, mask, trie, 6)
+    model.save_pretrained(str(tmp_path / "m"))
+    after = beam_search(load_model(tmp_path / "m").eval(), ids, mask, trie, 6)
+    assert torch.equal(before.leaves, after.leaves) and torch.allclose(before.scores, after.scores)

@@ -334,3 +334,37 @@ def test_kill_9_in_a_later_epoch_resumes_bit_for_bit(root, tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert _train_records(log / "ref") == _train_records(log / "victim")
+
+
+# -- every generator variant trains an epoch and is evaluated the way it was trained ------------------
+@pytest.mark.parametrize("objective,item_inputs", [("full", "tokens"), ("constrained", "tokens"),
+                                                   ("full", "pooled"), ("constrained", "pooled")])
+def test_variants_train_one_epoch_and_record_how_they_score(root, tmp_path, objective, item_inputs):
+    from genrec.model import load_model
+
+    out = train(_cfg(root, tmp_path, run="v", epochs=1, objective=objective, item_inputs=item_inputs,
+                     tasks=["seqrec", "seqimage", "item2image", "fusionseqrec"], select_metric="ndcg@10"))
+    assert out["stop_reason"] == "epochs" and out["best_metric"] is not None
+    run = tmp_path / "log" / "v"
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["objective"] == objective and cfg["item_inputs"] == item_inputs
+    model = load_model(run / "best")
+    assert model.config.genrec_objective == objective and model.item_inputs == item_inputs
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    ev = [r for r in rows if r["type"] == "eval"][-1]
+    assert np.isfinite(ev["valid_loss"]) and 0 <= ev["valid_NDCG@10"] <= 1
+
+
+def test_constrained_loss_is_below_the_full_loss_of_the_same_model(root, tmp_path):
+    """Renormalising over valid continuations can only raise each target's probability."""
+    tr = Trainer(_cfg(root, tmp_path, run="cl", max_steps=1, objective="constrained"))
+    plan = tr._epoch_batches(0)
+    idx = plan.batches[0][:32]
+    srcs, tgts = tr.trainset.examples(idx, plan.choice)
+    batch = collate(srcs, tgts)
+    keys = tr.trainset.target_keys(idx, plan.choice)
+    with torch.no_grad():
+        constrained = tr._forward_sum(tr.model, dict(batch), keys).item()
+        tr.cfg.objective = "full"
+        full = tr._forward_sum(tr.model, dict(batch), keys).item()
+    assert 0 < constrained < full

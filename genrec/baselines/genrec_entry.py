@@ -44,23 +44,69 @@ class GenRecEntryConfig:
     eval_users: int = 1000          # validation NDCG@10 users for model selection
     fusion: str = "prob"
     seed: int = 42
+    objective: str = "full"         # full (published) or constrained (softmax over valid code continuations)
+    item_inputs: str = "tokens"     # tokens (published) or pooled (one encoder position per history item)
+
+
+def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minutes: float, *, out_dir: Path,
+                        run: str, epochs: int, threads: int, budget_clock: str = "wall"):
+    """The finetune-mode TrainConfig of the results entry (no pretraining) for one dataset."""
+    from genrec.tasks import dataset_codes, parse_tasks
+    from genrec.training import default_config
+
+    have = {"text"} | ({"image"} if cfg.image_codes or "image" in dataset_codes(dataset, dedup=False) else set())
+    tasks = [t.name for t in parse_tasks(cfg.tasks) if set(t.modalities) <= have]
+    if not tasks:
+        raise ValueError(f"genrec on {dataset.name}: none of the tasks {cfg.tasks} fits its codes ({sorted(have)})")
+    return default_config(
+        "finetune", datasets=[dataset.name], data_root=str(dataset.dir.parent),
+        text_codes=cfg.text_codes or None, image_codes=cfg.image_codes or None,
+        tasks=tasks, max_history=cfg.max_history, preset=cfg.preset, objective=cfg.objective,
+        item_inputs=cfg.item_inputs, output_dir=str(out_dir), run=run, seed=cfg.seed, epochs=epochs,
+        time_budget_minutes=budget_minutes if budget_minutes > 0 else 0.0, budget_clock=budget_clock,
+        batch_size=cfg.batch_size, micro_batch_size=cfg.batch_size, lr=cfg.lr, scheduler="constant",
+        warmup_ratio=0.0, warmup_epochs=cfg.warmup_epochs, select_metric="ndcg@10", eval_users=cfg.eval_users,
+        eval_beams=cfg.beams, num_threads=threads, progress=False)
+
+
+def evaluate_genrec_run(run_dir: Path, dataset: RecDataset, cfg: GenRecEntryConfig, threads: int) -> dict[str, Any]:
+    """Test metrics of a run's best checkpoint: text, image and fused (when the dataset has image codes)."""
+    from genrec.evaluate import EvalConfig, read_predictions, run_evaluation
+    from genrec.fusion import FusionConfig, fuse_predictions
+
+    data_root = str(dataset.dir.parent)
+    evals = {}
+    for task in ("seqrec", "seqimage"):
+        try:
+            evals[task] = run_evaluation(EvalConfig(ckpt=str(run_dir), dataset=dataset.name, task=task,
+                                                    beams=cfg.beams, data_root=data_root, threads=threads,
+                                                    progress=False))
+        except Exception as e:  # a dataset without image codes has no seqimage run
+            if task == "seqrec":
+                raise
+            logger.info("genrec on %s: no image evaluation (%s)", dataset.name, e)
+    rows = {"text": evals["seqrec"]["metrics"]}
+    chosen = "text"
+    if "seqimage" in evals:
+        preds = {t: read_predictions(next(f for f in evals[t]["files"] if f.endswith(".predictions.jsonl")))
+                 for t in evals}
+        fused, _ = fuse_predictions(preds["seqrec"], preds["seqimage"], FusionConfig(rule=cfg.fusion))
+        rows.update(fused)
+        chosen = f"fused-{cfg.fusion}"
+    return {"metrics": {k: v for k, v in rows[chosen].items() if k != "users"}, "reported": chosen,
+            "users": evals["seqrec"]["users"],
+            "by_modality": {k: {m: v for m, v in r.items() if m != "users"} for k, r in rows.items()},
+            "decode_users_per_second": {t: e["users_per_second"] for t, e in evals.items()}}
 
 
 def run_genrec(dataset: RecDataset, budget_minutes: float, args: argparse.Namespace) -> dict[str, Any]:
     from genrec.baselines.registry import apply_overrides
-    from genrec.evaluate import EvalConfig, read_predictions, run_evaluation
-    from genrec.fusion import FusionConfig, fuse_predictions
-    from genrec.tasks import dataset_codes, parse_tasks
-    from genrec.training import default_config, train
+    from genrec.training import train
 
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # save_pretrained's per-shard bar, once per checkpoint
     cfg = apply_overrides(GenRecEntryConfig(), "genrec", getattr(args, "set", None))
-    have = {"text"} | ({"image"} if cfg.image_codes or "image" in dataset_codes(dataset, dedup=False) else set())
-    tasks = [t.name for t in parse_tasks(cfg.tasks) if set(t.modalities) <= have]
-    if not tasks:
-        raise ValueError(f"genrec on {dataset.name}: none of the tasks {cfg.tasks} fits its codes ({sorted(have)})")
     threads = getattr(args, "threads", None) or torch.get_num_threads()
     epochs = getattr(args, "epochs", None) or 200
     ckpt_root = getattr(args, "checkpoint_dir", None)
@@ -68,49 +114,22 @@ def run_genrec(dataset: RecDataset, budget_minutes: float, args: argparse.Namesp
     out_dir = Path(ckpt_root) / dataset.name if ckpt_root else Path(tmp.name)
     codes_tag = _codes_tag(cfg.text_codes, cfg.image_codes)
     try:
-        tcfg = default_config(
-            "finetune", datasets=[dataset.name], data_root=str(dataset.dir.parent),
-            text_codes=cfg.text_codes or None, image_codes=cfg.image_codes or None,
-            tasks=tasks, max_history=cfg.max_history, preset=cfg.preset,
-            output_dir=str(out_dir), run=f"genrec-{codes_tag}", seed=cfg.seed, epochs=epochs,
-            time_budget_minutes=budget_minutes if budget_minutes > 0 else 0.0,
-            batch_size=cfg.batch_size, micro_batch_size=cfg.batch_size, lr=cfg.lr, scheduler="constant",
-            warmup_ratio=0.0, warmup_epochs=cfg.warmup_epochs, select_metric="ndcg@10", eval_users=cfg.eval_users,
-            eval_beams=cfg.beams, num_threads=threads, progress=False)
+        tcfg = genrec_train_config(dataset, cfg, budget_minutes, out_dir=out_dir, run=f"genrec-{codes_tag}",
+                                   epochs=epochs, threads=threads, budget_clock=getattr(args, "budget_clock", None) or "wall")
         summary = train(tcfg)
         run_dir = Path(summary["run_dir"])
-        data_root = str(dataset.dir.parent)
-        evals = {}
-        for task in ("seqrec", "seqimage"):
-            try:
-                evals[task] = run_evaluation(EvalConfig(ckpt=str(run_dir), dataset=dataset.name, task=task,
-                                                        beams=cfg.beams, data_root=data_root, threads=threads,
-                                                        progress=False))
-            except Exception as e:  # a dataset without image codes has no seqimage run
-                if task == "seqrec":
-                    raise
-                logger.info("genrec on %s: no image evaluation (%s)", dataset.name, e)
-        text = evals["seqrec"]
-        rows = {"text": text["metrics"]}
-        chosen = "text"
-        if "seqimage" in evals:
-            preds = {t: read_predictions(next(f for f in evals[t]["files"] if f.endswith(".predictions.jsonl")))
-                     for t in evals}
-            fused, _ = fuse_predictions(preds["seqrec"], preds["seqimage"], FusionConfig(rule=cfg.fusion))
-            rows.update(fused)
-            chosen = f"fused-{cfg.fusion}"
-        metrics = {k: v for k, v in rows[chosen].items() if k != "users"}
+        ev = evaluate_genrec_run(run_dir, dataset, cfg, threads)
+        chosen = ev["reported"]
         params = _count_params(run_dir)
         epochs, best_epoch = _epochs(run_dir, summary["best_step"])
-        out: dict[str, Any] = dict(metrics)
-        out.update(train_seconds=round(summary["train_seconds"], 1), params=params, users=text["users"],
+        out: dict[str, Any] = dict(ev["metrics"])
+        out.update(train_seconds=round(summary["train_seconds"], 1), params=params, users=ev["users"],
                    epochs=epochs, best_epoch=best_epoch, steps=summary["step"], stop_reason=summary["stop_reason"],
-                   reported=chosen, by_modality={k: {m: v for m, v in r.items() if m != "users"} for k, r in rows.items()},
-                   decode_users_per_second={t: e["users_per_second"] for t, e in evals.items()},
+                   reported=chosen, by_modality=ev["by_modality"], decode_users_per_second=ev["decode_users_per_second"],
                    model_config=dataclasses.asdict(cfg),
                    train_config={**tcfg.to_json(), "budget_minutes": budget_minutes},
                    note=f"T5 {cfg.preset} preset, tasks {','.join(tcfg.tasks)}, histories of {cfg.max_history} items, "
-                        f"beam {cfg.beams}; reported: {chosen}")
+                        f"beam {cfg.beams}, {cfg.objective} objective, {cfg.item_inputs} inputs; reported: {chosen}")
         if ckpt_root:
             out["run_dir"] = str(run_dir)
         return out

@@ -57,7 +57,7 @@ MODEL_DEFAULTS: dict[str, Any] = {
 # Entries with their own settings dataclass (not trained by the baselines' Trainer).
 ENTRY_CONFIGS: dict[str, type] = {"genrec": GenRecEntryConfig}
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip", "max_len", "max_steps",
-               "group_batches", "eval_every", "patience", "eval_batch_size", "seed", "cpu")
+               "group_batches", "eval_every", "patience", "eval_batch_size", "seed", "cpu", "budget_clock")
 
 
 def register(name: str) -> Callable[[RunFn], RunFn]:

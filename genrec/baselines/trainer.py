@@ -50,7 +50,8 @@ class TrainConfig:
     warmup_steps: int = 0  # linear warm-up, then constant (a time budget has no known end for a decay)
     grad_clip: float = 0.0  # 0 = off
     max_len: int = 50  # history / training window; 50 is customary for SASRec-style baselines
-    budget_minutes: float = 0.0  # training wall-clock budget incl. validation; 0 = none
+    budget_minutes: float = 0.0  # training budget incl. validation; 0 = none
+    budget_clock: str = "wall"  # wall, or cpu (this process's CPU time, which other jobs on the machine do not shrink)
     max_steps: int = 0  # 0 = none
     group_batches: int = 50  # length-grouped batching: sort pools of this many batches by length (1 = off)
     eval_every: int = 1  # epochs between validation runs
@@ -68,6 +69,7 @@ class TrainState:
     batch: int = 0  # batches of the current epoch completed
     step: int = 0  # optimiser steps in total
     elapsed: float = 0.0  # training seconds spent so far (survives resume)
+    cpu_elapsed: float = 0.0  # the same in CPU seconds of this process
     best: float = -1.0
     best_epoch: float = 0.0
     best_step: int = 0
@@ -243,6 +245,7 @@ class Trainer:
             raise ValueError("no training pairs: every user's training part has fewer than 2 items")
         batches_per_epoch = len(self._epoch_batches(0))
         start = time.perf_counter() - st.elapsed
+        start_cpu = time.process_time() - st.cpu_elapsed
         stop_reason = "early_stopping" if st.early_stopped else "epochs"
         self.model.train()
         while st.epoch < cfg.epochs and not st.early_stopped:
@@ -255,10 +258,12 @@ class Trainer:
                     self._train_step(rows)
                 st.batch = b + 1
                 st.elapsed = time.perf_counter() - start
+                st.cpu_elapsed = time.process_time() - start_cpu
                 if cfg.max_steps and st.step >= cfg.max_steps:
                     stop_reason = "max_steps"
                 elif cfg.budget_minutes > 0:
-                    if acc.is_main_process and st.elapsed >= cfg.budget_minutes * 60:
+                    spent = st.cpu_elapsed if cfg.budget_clock == "cpu" else st.elapsed
+                    if acc.is_main_process and spent >= cfg.budget_minutes * 60:
                         acc.set_trigger()
                     if acc.check_trigger():
                         stop_reason = "budget"

@@ -1,0 +1,247 @@
+"""Learning curves: test NDCG@10 against training CPU-minutes, SASRec against a ladder of genrec variants.
+
+Each (dataset, model) is ONE run that is trained up to the first budget, scored on the test split
+with its best-so-far checkpoint (validation-selected, as every row of the results benchmark), then
+resumed up to the next budget, and so on: the 8- and 30-minute points come from the same run.
+Budgets are CPU time of the training process (validation included), so other jobs on the machine
+do not shrink them; use the same ``--threads`` for every run (default 1).
+
+Resumable: every finished point is written to the JSON at once (atomically), runs live under
+``--runs`` and resume from their last checkpoint; re-running the same command skips finished
+points and continues unfinished runs.
+
+    python benchmarks/convergence.py --datasets Office Scientific --budgets 8 30 \\
+        --models sasrec genrec-published genrec+constrained genrec+constrained+pooled \\
+        --data-root ../shared/data --text-codes Scientific=../shared/data/Scientific/indexes/rqvae_native/Scientific.index.json
+
+Writes ``benchmarks/results/convergence.json`` (``points``: ``{dataset, model, budget_minutes,
+test_NDCG@10, ...}``), ``convergence.md`` and ``convergence.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from genrec.utils.io import atomic_output, atomic_write_json, atomic_write_text  # noqa: E402
+
+logger = logging.getLogger("convergence")
+
+# The ladder: each rung adds one lever to the previous one (GenRecEntryConfig fields).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "genrec-published": {},  # the results benchmark's recipe before this work: full softmax, token inputs
+    "genrec+constrained": {"objective": "constrained"},
+    "genrec+constrained+pooled": {"objective": "constrained", "item_inputs": "pooled"},
+}
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def _load(path: Path) -> dict[str, Any]:
+    if path.is_file():
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"convergence: error: {path}: invalid JSON ({e}); move it away to start afresh") from None
+    return {"points": []}
+
+
+def _has(results: dict[str, Any], dataset: str, model: str, budget: float) -> bool:
+    return any(p["dataset"] == dataset and p["model"] == model and p["budget_minutes"] == budget
+               for p in results["points"])
+
+
+def _sasrec_point(dataset, budget: float, args: argparse.Namespace) -> dict[str, Any]:
+    from genrec.baselines.registry import run_sequence_model
+
+    ns = argparse.Namespace(set=args.set, checkpoint_dir=str(Path(args.runs)), budget_clock="cpu",
+                            epochs=args.epochs or None)
+    out = run_sequence_model("sasrec", dataset, budget, ns)
+    return {"test_NDCG@10": out["NDCG@10"], "test_HR@10": out["HR@10"], "valid_NDCG@10": out["valid"]["NDCG@10"],
+            "epochs": out["epochs"], "best_epoch": out["best_epoch"], "stop_reason": out["stop_reason"],
+            "steps": out["steps"], "train_wall_seconds": out["train_seconds"]}
+
+
+def _genrec_point(dataset, model: str, budget: float, args: argparse.Namespace, codes: dict[str, str]) -> dict[str, Any]:
+    from genrec.baselines.genrec_entry import GenRecEntryConfig, evaluate_genrec_run, genrec_train_config
+    from genrec.baselines.registry import apply_overrides
+    from genrec.training import Trainer, TrainConfig
+
+    cfg = dataclasses.replace(GenRecEntryConfig(), **VARIANTS[model])
+    cfg = apply_overrides(cfg, "genrec", args.set)
+    if dataset.name in codes:
+        cfg = dataclasses.replace(cfg, text_codes=codes[dataset.name])
+    run_dir = Path(args.runs) / dataset.name / model
+    last = run_dir / "checkpoints" / "last" / "train_config.json"
+    if last.is_file():  # continue the same run up to the new budget
+        saved = TrainConfig.from_json(json.loads(last.read_text(encoding="utf-8")))
+        tcfg = dataclasses.replace(saved, time_budget_minutes=budget)
+        summary = Trainer(tcfg, resume=True).fit()
+    else:
+        tcfg = genrec_train_config(dataset, cfg, budget, out_dir=run_dir.parent, run=model, epochs=args.epochs or 200,
+                                   threads=args.threads, budget_clock="cpu")
+        summary = Trainer(tcfg).fit()
+    ev = evaluate_genrec_run(run_dir, dataset, cfg, args.threads)
+    best = json.loads((run_dir / "best" / "trainer_state.json").read_text(encoding="utf-8"))
+    return {"test_NDCG@10": ev["metrics"]["NDCG@10"], "test_HR@10": ev["metrics"]["HR@10"],
+            "valid_NDCG@10": best.get("value"), "best_epoch": best.get("epoch"), "steps": summary["step"],
+            "stop_reason": summary["stop_reason"], "train_cpu_seconds": round(summary["train_cpu_seconds"], 1),
+            "train_wall_seconds": round(summary["train_seconds"], 1), "reported": ev["reported"],
+            "by_modality": ev["by_modality"], "config": dataclasses.asdict(cfg)}
+
+
+def _append_point(stem: Path, point: dict[str, Any], mine: dict[str, Any]) -> dict[str, Any]:
+    """Add a point under a file lock, re-reading the file first: two runs of this script may share it."""
+    import fcntl
+
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    with open(stem.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = _load(stem.with_suffix(".json"))
+        for c in mine.get("commands", []):
+            if c not in results.setdefault("commands", []):
+                results["commands"].append(c)
+        results["machine"] = mine.get("machine", results.get("machine", ""))
+        results["points"].append(point)
+        write_outputs(results, stem)
+    return results
+
+
+def write_outputs(results: dict[str, Any], stem: Path) -> None:
+    atomic_write_json(stem.with_suffix(".json"), results, indent=1)
+    points = results["points"]
+    lines = ["# Convergence: test NDCG@10 against training CPU-minutes (full ranking, leave-one-out)", "",
+             "Produced by:", ""] + [f"    {c}" for c in results.get("commands", [])] + [
+             "", f"Machine: {results.get('machine', '')}. Each (dataset, model) is one run resumed from budget to "
+             "budget; scores use its validation-selected checkpoint. 'vs sasrec' = genrec / SASRec at the same budget.", ""]
+    for ds in dict.fromkeys(p["dataset"] for p in points):
+        budgets = sorted({p["budget_minutes"] for p in points if p["dataset"] == ds})
+        models = list(dict.fromkeys(p["model"] for p in points if p["dataset"] == ds))
+        table = {(p["model"], p["budget_minutes"]): p for p in points if p["dataset"] == ds}
+        lines += [f"## {ds}", "", "| model | " + " | ".join(f"{b:g} min" for b in budgets) + " | stop (last) |",
+                  "|---|" + "---|" * (len(budgets) + 1)]
+        for m in models:
+            cells = []
+            for b in budgets:
+                p = table.get((m, b))
+                if p is None:
+                    cells.append("-")
+                    continue
+                s = table.get(("sasrec", b))
+                ratio = f" ({p['test_NDCG@10'] / s['test_NDCG@10']:.2f}x)" if s and m != "sasrec" and s["test_NDCG@10"] else ""
+                cells.append(f"{p['test_NDCG@10']:.4f}{ratio}")
+            last = table.get((m, max(b for (mm, b) in table if mm == m)))
+            lines.append(f"| {m} | " + " | ".join(cells) + f" | {last.get('stop_reason', '')} |")
+        lines.append("")
+    atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    datasets = list(dict.fromkeys(p["dataset"] for p in points))
+    if not datasets:
+        return
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        for m in dict.fromkeys(p["model"] for p in points if p["dataset"] == ds):
+            xy = sorted((p["budget_minutes"], p["test_NDCG@10"]) for p in points if p["dataset"] == ds and p["model"] == m)
+            ax.plot(*zip(*xy), marker="o", label=m, linestyle="--" if m == "sasrec" else "-")
+        ax.set_title(ds)
+        ax.set_xlabel("training CPU-minutes")
+        ax.set_ylabel("test NDCG@10")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_output(stem.with_suffix(".png"), suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="convergence", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--datasets", nargs="+", required=True)
+    p.add_argument("--models", nargs="+", default=["sasrec", *VARIANTS],
+                   help=f"sasrec and genrec variants: {', '.join(VARIANTS)}")
+    p.add_argument("--budgets", nargs="+", type=float, default=[8.0, 30.0], help="training CPU-minutes, ascending")
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--text-codes", nargs="*", default=[], metavar="DATASET=FILE", help="text code file per dataset")
+    p.add_argument("--runs", default="log/convergence", help="run folders: <runs>/<dataset>/<model>")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=0, help="epoch cap of every run (0 = the models' defaults)")
+    p.add_argument("--set", action="append", default=[], help="FIELD=VALUE or genrec.FIELD=VALUE overrides")
+    p.add_argument("--out", default=str(RESULTS / "convergence"), help="output stem (.json, .md, .png)")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("transformers", "accelerate", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    import torch
+
+    from genrec.data import load_dataset
+    from genrec.data.errors import DataError
+
+    torch.set_num_threads(args.threads)
+    unknown = [m for m in args.models if m != "sasrec" and m not in VARIANTS]
+    if unknown:
+        print(f"convergence: error: unknown model(s) {unknown}; choose from sasrec, {', '.join(VARIANTS)}", file=sys.stderr)
+        return 2
+    if any(b <= 0 for b in args.budgets) or args.budgets != sorted(args.budgets):
+        print("convergence: error: --budgets must be positive and ascending", file=sys.stderr)
+        return 2
+    codes = {}
+    for item in args.text_codes:
+        name, sep, path = item.partition("=")
+        if not sep or not Path(path).is_file():
+            print(f"convergence: error: --text-codes {item!r}: expected DATASET=FILE of an existing file", file=sys.stderr)
+            return 2
+        codes[name] = path
+    stem = Path(args.out)
+    results = _load(stem.with_suffix(".json"))
+    command = "python benchmarks/convergence.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    results.setdefault("commands", [])
+    if command not in results["commands"]:
+        results["commands"].append(command)
+    results["machine"] = (f"{platform.machine()}, torch {torch.__version__}, {args.threads} thread(s); budgets in CPU "
+                          "minutes of the training process, validation included")
+    for ds_name in args.datasets:
+        try:
+            dataset = load_dataset(args.data_root, ds_name, text_codes=codes.get(ds_name))
+        except (DataError, FileNotFoundError, ValueError) as e:
+            print(f"convergence: error: {e}", file=sys.stderr)
+            return 2
+        for model in args.models:
+            for budget in args.budgets:
+                if _has(results, ds_name, model, budget):
+                    continue
+                t0 = time.perf_counter()
+                logger.info("%s / %s: training to %g CPU-minutes", ds_name, model, budget)
+                point = (_sasrec_point(dataset, budget, args) if model == "sasrec"
+                         else _genrec_point(dataset, model, budget, args, codes))
+                point = {"dataset": ds_name, "model": model, "budget_minutes": budget, **point,
+                         "wall_seconds_with_eval": round(time.perf_counter() - t0, 1),
+                         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                results = _append_point(stem, point, results)
+                logger.info("%s / %s @ %g min: test NDCG@10 %.4f", ds_name, model, budget, point["test_NDCG@10"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Training objectives of the generator: token cross-entropy over the full vocabulary, or over the
+tokens that continue a valid code.
+
+``full`` is the published objective: at every target position the softmax runs over the whole
+vocabulary, so the model must first learn which of the 256^4 token sequences are items.
+
+``constrained`` normalises each target position over the tokens that continue a valid code of the
+target's modality and dataset (the same per-level trie tables the beam search uses, dedup level
+included); after the last level only ``</s>`` is allowed, so that position costs exactly 0. Under
+this objective a model's scores are log-probabilities of items, and the beam search renormalises
+the same way (:func:`genrec.decoding.beam_search` with ``objective="constrained"``).
+"""
+
+from __future__ import annotations
+
+from typing import Hashable, Mapping, Sequence
+
+import torch
+
+from genrec.decoding import CodeTrie
+
+TrieKey = Hashable  # (dataset, modality)
+
+
+def trie_nodes(trie: CodeTrie, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(node [n, L], column [n, L])``: the trie node before each level and the token's column in ``V_l``.
+
+    Raises ValueError when a row is no valid code of the trie.
+    """
+    n, L = codes.shape
+    if L != trie.levels:
+        raise ValueError(f"targets have {L} code tokens, the trie {trie.levels} levels")
+    node = torch.zeros(n, dtype=torch.long, device=codes.device)
+    nodes, cols = [], []
+    for level in range(L):
+        vocab = trie.level_tokens[level]
+        col = torch.searchsorted(vocab, codes[:, level].contiguous()).clamp(max=len(vocab) - 1)
+        child = trie.children[level][node, col]
+        bad = (vocab[col] != codes[:, level]) | (child < 0)
+        if bool(bad.any()):
+            raise ValueError(f"{int(bad.sum())} target(s) are not valid codes at level {level}")
+        nodes.append(node)
+        cols.append(col)
+        node = child
+    return torch.stack(nodes, 1), torch.stack(cols, 1)
+
+
+def constrained_loss_sum(logits: torch.Tensor, labels: torch.Tensor, keys: Sequence[TrieKey],
+                         tries: Mapping[TrieKey, CodeTrie]) -> torch.Tensor:
+    """Summed token cross-entropy of ``labels`` with each position normalised over the valid next tokens.
+
+    ``logits [B, T, V]``, ``labels [B, T]`` (code tokens, ``</s>``, then -100 padding), ``keys[b]``:
+    the trie of example ``b``. The ``</s>`` position has one allowed token and contributes 0.
+    """
+    total = logits.new_zeros((), dtype=torch.float32)
+    for key in dict.fromkeys(keys):
+        trie = tries[key]
+        rows = torch.tensor([i for i, k in enumerate(keys) if k == key], device=logits.device)
+        L = trie.levels
+        codes = labels[rows, :L].long()
+        node, col = trie_nodes(trie, codes)
+        for level in range(L):
+            vocab = trie.level_tokens[level]
+            lg = logits[rows, level].float().index_select(1, vocab)            # [n, |V_l|]
+            allowed = trie.children[level][node[:, level]] >= 0
+            lg = lg.masked_fill(~allowed, float("-inf"))
+            total = total + (torch.logsumexp(lg, dim=1) - lg.gather(1, col[:, level:level + 1]).squeeze(1)).sum()
+    return total
+
+
+def full_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1).long(),
+                           ignore_index=-100, reduction="sum")
