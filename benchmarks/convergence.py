@@ -43,6 +43,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "genrec-published": {},  # the results benchmark's recipe before this work: full softmax, token inputs
     "genrec+constrained": {"objective": "constrained"},
     "genrec+constrained+pooled": {"objective": "constrained", "item_inputs": "pooled"},
+    # all targets of a user window in one causal pass (drops the cross-modal tasks it cannot serve)
+    "genrec+constrained+pooled+prefix": {"objective": "constrained", "item_inputs": "pooled", "prefix_training": True},
 }
 RESULTS = REPO / "benchmarks" / "results"
 

@@ -12,7 +12,11 @@
   ``recommend`` are unchanged); the model pools them itself, an item starting at each first-level
   code token.
 
-A checkpoint without these keys (older runs, plain T5) means ``full`` / ``tokens``.
+- ``genrec_causal_encoder`` (pooled inputs only): item position ``j`` attends to the task token and
+  items ``1..j`` only, and the closing ``</s>`` is left out of the encoder, so one pass over a
+  window yields every prefix's encoding (:mod:`genrec.prefix_training`).
+
+A checkpoint without these keys (older runs, plain T5) means ``full`` / ``tokens`` / not causal.
 """
 
 from __future__ import annotations
@@ -85,6 +89,9 @@ class GenRecT5(T5ForConditionalGeneration):
         self.item_inputs = item_inputs_of(config)
         objective_of(config)
         self._token_tables: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.causal_encoder = bool(getattr(config, "genrec_causal_encoder", False))
+        if self.causal_encoder and self.item_inputs != "pooled":
+            raise ValueError("a causal encoder needs pooled item inputs (genrec_item_inputs='pooled')")
         if self.item_inputs == "pooled":
             self.item_modality = torch.nn.Embedding(2, config.d_model)
             self.item_modality.weight.data.zero_()  # starts as the plain mean of the code embeddings
@@ -141,10 +148,36 @@ class GenRecT5(T5ForConditionalGeneration):
         """Encoder hidden states and the mask over their positions."""
         if self.item_inputs == "pooled":
             emb, mask = self.pool_inputs(input_ids, attention_mask)
+            if self.causal_encoder:
+                # no </s> position: a window's item j must look exactly like the end of a history
+                P = mask.shape[1]
+                is_item = torch.zeros_like(mask, dtype=torch.bool)
+                is_item[:, 0] = True
+                lvl = self.token_tables(input_ids.device)[0][input_ids]
+                n_items = ((lvl == 0) & attention_mask.bool()).sum(1)
+                is_item |= torch.arange(P, device=mask.device).unsqueeze(0) <= n_items.unsqueeze(1)
+                mask = mask * is_item.to(mask.dtype)
+                tril = torch.ones((P, P), dtype=torch.bool, device=mask.device).tril()
+                full = tril.unsqueeze(0) & mask.bool().unsqueeze(1)             # [B, query, key]
+                full |= torch.eye(P, dtype=torch.bool, device=mask.device)      # padded queries see themselves
+                hidden = self.encoder(inputs_embeds=emb, attention_mask=full.unsqueeze(1)).last_hidden_state
+                return hidden, mask
             return self.encoder(inputs_embeds=emb, attention_mask=mask).last_hidden_state, mask
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state, attention_mask
 
-    def forward(self, input_ids=None, attention_mask=None, encoder_outputs=None, **kwargs):
+    def prefix_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor,
+                      seen: torch.Tensor, decoder_input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, T, V]`` of N targets, target ``n`` decoding from example ``rows[n]``'s first
+        ``seen[n]`` encoder positions (one causal encoder pass per example serves all its targets)."""
+        hidden, mask = self.encode(input_ids, attention_mask)
+        P = mask.shape[1]
+        cross = mask[rows] * (torch.arange(P, device=mask.device).unsqueeze(0) < seen.unsqueeze(1)).to(mask.dtype)
+        return super().forward(encoder_outputs=BaseModelOutput(last_hidden_state=hidden[rows]), attention_mask=cross,
+                               decoder_input_ids=decoder_input_ids).logits
+
+    def forward(self, input_ids=None, attention_mask=None, encoder_outputs=None, prefix=None, **kwargs):
+        if prefix is not None:  # all-prefix training through the (DDP-wrapped) forward
+            return self.prefix_logits(**prefix)
         if self.item_inputs == "pooled" and encoder_outputs is None and input_ids is not None:
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
@@ -172,7 +205,7 @@ def load_model(path) -> GenRecT5:
 
 
 def build_model(preset: str | ModelPreset, tokenizer: PreTrainedTokenizerBase, *, objective: str = "full",
-                item_inputs: str = "tokens", **overrides) -> GenRecT5:
+                item_inputs: str = "tokens", causal_encoder: bool = False, **overrides) -> GenRecT5:
     """A freshly initialised T5 sized by ``preset`` for ``tokenizer``'s vocabulary."""
     if isinstance(preset, str):
         if preset not in PRESETS:
@@ -191,6 +224,7 @@ def build_model(preset: str | ModelPreset, tokenizer: PreTrainedTokenizerBase, *
         genrec_objective=objective,
         genrec_item_inputs=item_inputs,
         genrec_code_tokens=code_token_table(tokenizer) if item_inputs == "pooled" else [],
+        genrec_causal_encoder=causal_encoder,
         **{**asdict(preset), **overrides},
     )
     return GenRecT5(config)

@@ -69,6 +69,11 @@ class TrainConfig:
     preset: str = field(default="paper", metadata=_help("model size: paper, small or tiny (ignored with --init)"))
     objective: str = field(default="full", metadata=_help(
         "full: softmax over the whole vocabulary (published); constrained: over the tokens that continue a valid code"))
+    text_codebooks: str | None = field(default=None, metadata=_help(
+        "semantic init: start text code-token embeddings from this quantizer checkpoint's codebooks (index.train run folder)"))
+    image_codebooks: str | None = field(default=None, metadata=_help("semantic init of image code tokens, likewise"))
+    prefix_training: bool = field(default=False, metadata=_help(
+        "train every target of a user window in one pass (causal item encoder; needs --item-inputs pooled, tasks seqrec/seqimage)"))
     item_inputs: str = field(default="tokens", metadata=_help(
         "tokens: every code token is an encoder position (published); pooled: one encoder position per history item"))
     dropout: float | None = field(default=None, metadata=_help("override the model's dropout rate"))
@@ -194,6 +199,12 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"unknown objective {cfg.objective!r}; choose from {', '.join(OBJECTIVES)}")
     if cfg.item_inputs not in ITEM_INPUTS:
         raise ValueError(f"unknown item-input mode {cfg.item_inputs!r}; choose from {', '.join(ITEM_INPUTS)}")
+    if cfg.prefix_training:
+        from genrec.prefix_training import check_prefix_tasks
+
+        if cfg.item_inputs != "pooled":
+            raise ValueError("--prefix-training needs --item-inputs pooled (one causal encoder position per item)")
+        check_prefix_tasks(cfg.tasks)
     if cfg.init is None:
         from genrec.model import PRESETS
 
@@ -376,7 +387,12 @@ class Trainer:
                                    init_run_cfg.get("dedup_codes"), cfg.dedup_codes)
 
         self.data = self._load_data()
-        self.trainset = TrainSet([p for d in self.data for p in d.train], cfg.seed)
+        if cfg.prefix_training:
+            from genrec.prefix_training import PrefixTrainSet
+
+            self.trainset = PrefixTrainSet([p for d in self.data for p in d.train], cfg.seed, cfg.max_history)
+        else:
+            self.trainset = TrainSet([p for d in self.data for p in d.train], cfg.seed)
         if len(self.trainset) == 0:
             raise ValueError(f"empty training set: no training examples for tasks {cfg.tasks} on {cfg.datasets} "
                              "(every user needs at least 4 interactions for a sequence-task training sample)")
@@ -387,6 +403,7 @@ class Trainer:
                             max((len(p) for p in d.valid), default=0))
 
         self.tries = self._build_tries() if cfg.objective == "constrained" else {}
+        self.codebooks = self._load_codebooks() if not (resume or cfg.init) else {}
         seed_everything(cfg.seed)
         self.model = self._build_model(init_model_dir)
         self.optimizer = self._build_optimizer()
@@ -420,6 +437,30 @@ class Trainer:
     def _load_data(self) -> list[DatasetData]:
         return load_training_data(self.cfg, self.tokenizer, first=self.acc.main_process_first, write_cache=self.main)
 
+    def _semantic_init(self, model) -> None:
+        from genrec.semantic_init import semantic_init_
+
+        for modality, letters, path in (("text", "abcdefg", self.cfg.text_codebooks),
+                                        ("image", "ABCDEFG", self.cfg.image_codebooks)):
+            if path:
+                n = semantic_init_(model, self.tokenizer, self.codebooks[modality], letters, seed=self.cfg.seed)
+                logger.info("semantic init: %d %s code-token embeddings from %s", n, modality, path)
+
+    def _load_codebooks(self) -> dict:
+        """Codebooks for semantic init, checked against every dataset's codes before training starts."""
+        from genrec.semantic_init import check_fits, load_codebooks
+
+        out = {}
+        for modality, path in (("text", self.cfg.text_codebooks), ("image", self.cfg.image_codebooks)):
+            if not path:
+                continue
+            books = load_codebooks(path)
+            for d in self.data:
+                if modality in d.codes:
+                    check_fits(books, d.codes[modality], f"--{modality}-codebooks {path} vs {d.name} {modality} codes")
+            out[modality] = books
+        return out
+
     def _build_tries(self) -> dict:
         from genrec.decoding import CodeTrie
 
@@ -434,6 +475,9 @@ class Trainer:
             model = load_model(self.ckpt_dir)
         elif init_model_dir is not None:
             model = load_model(init_model_dir)
+            if bool(getattr(model.config, "genrec_causal_encoder", False)) != cfg.prefix_training:
+                raise ValueError(f"--init {init_model_dir} {'has' if cfg.prefix_training is False else 'lacks'} a causal "
+                                 "encoder; --prefix-training must match the pretraining")
             if item_inputs_of(model.config) != cfg.item_inputs:
                 raise ValueError(f"--init {init_model_dir} was trained with --item-inputs {item_inputs_of(model.config)}, "
                                  f"this run asks for {cfg.item_inputs}: the encoders differ; use the same --item-inputs")
@@ -442,7 +486,8 @@ class Trainer:
         else:
             overrides = {} if cfg.dropout is None else {"dropout_rate": cfg.dropout}
             model = build_model(cfg.preset, self.tokenizer, objective=cfg.objective, item_inputs=cfg.item_inputs,
-                                **overrides)
+                                causal_encoder=cfg.prefix_training, **overrides)
+            self._semantic_init(model)
         if model.config.vocab_size != len(self.tokenizer):
             raise ValueError(f"model vocabulary ({model.config.vocab_size}) differs from the tokenizer ({len(self.tokenizer)})")
         if cfg.dropout is not None:
@@ -513,6 +558,20 @@ class Trainer:
             return constrained_loss_sum(logits, labels, keys, self.tries)
         return full_loss_sum(logits, labels)
 
+    def _prefix_forward_sum(self, model, srcs, tgts, keys) -> torch.Tensor:
+        from genrec.objective import constrained_loss_sum, full_loss_sum
+        from genrec.prefix_training import collate_prefix
+
+        batch, row_keys = collate_prefix(srcs, tgts, keys, pad_id=self.tokenizer.pad_token_id)
+        batch = {k: v.to(self.acc.device, non_blocking=True) for k, v in batch.items()}
+        labels = batch.pop("labels")
+        with self.acc.autocast():
+            logits = self.acc.unwrap_model(model).prefix_logits(**batch) if self.world == 1 else \
+                model(prefix=batch)  # DDP needs the wrapped module's forward
+        if self.cfg.objective == "constrained":
+            return constrained_loss_sum(logits, labels, row_keys, self.tries)
+        return full_loss_sum(logits, labels)
+
     def micro_batches(self, idx: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
         """This process's length-sorted micro-batches of the global batch ``idx``."""
         return shard_step(idx, lengths, self.world, self.rank, self.cfg.micro_batch_size, self.forward_cost)
@@ -527,11 +586,15 @@ class Trainer:
         pad = self.tokenizer.pad_token_id
         for k, mb in enumerate(micro):
             srcs, tgts = self.trainset.examples(mb, choice)
-            batch = collate(srcs, tgts, pad_id=pad, decoder_start_id=pad)
+            keys = self.trainset.target_keys(mb, choice)
             # gradients are all-reduced once, after the last micro-batch of the step
             ctx = contextlib.nullcontext() if k == len(micro) - 1 else self.acc.no_sync(model)
             with ctx:
-                loss_sum = self._forward_sum(model, batch, self.trainset.target_keys(mb, choice))
+                if self.cfg.prefix_training:
+                    loss_sum = self._prefix_forward_sum(model, srcs, tgts, keys)
+                else:
+                    batch = collate(srcs, tgts, pad_id=pad, decoder_start_id=pad)
+                    loss_sum = self._forward_sum(model, batch, keys)
                 # DDP averages over processes, so scale by world / global token count
                 self.acc.backward(loss_sum * (self.world / n_tokens))
             total += loss_sum.detach()

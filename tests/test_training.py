@@ -368,3 +368,94 @@ def test_constrained_loss_is_below_the_full_loss_of_the_same_model(root, tmp_pat
         tr.cfg.objective = "full"
         full = tr._forward_sum(tr.model, dict(batch), keys).item()
     assert 0 < constrained < full
+
+
+# -- semantic initialisation from the quantizer's codebooks ----------------------------------------------
+def _quantizer_ckpt(path, codebook_size=8, levels=4):
+    from index.checkpoint import save_checkpoint
+    from index.config import QuantizerConfig
+    from index.quantizers import build_quantizer
+
+    torch.manual_seed(0)
+    q = build_quantizer(QuantizerConfig(levels=levels, codebook_size=codebook_size, code_dim=6), 16)
+    for cb in q.rq.codebooks:
+        cb.data.normal_()
+    save_checkpoint(path, q, {"test": True})
+    return q
+
+
+def test_semantic_init_starts_code_tokens_from_the_codebooks(root, tmp_path):
+    q = _quantizer_ckpt(tmp_path / "quant")
+    tr = Trainer(_cfg(root, tmp_path, run="sem", max_steps=1, tasks=["seqrec"], text_codebooks=str(tmp_path / "quant")))
+    emb = tr.model.get_input_embeddings().weight.detach()
+    vocab = tr.tokenizer.get_vocab()
+    for level, letter in enumerate("abcd"):
+        rows = emb[[vocab[f"<{letter}_{i}>"] for i in range(8)]]
+        book = q.rq.codebooks[level].detach()
+        # a linear image of the codebook: pairwise inner products keep their order (up to the projection's noise)
+        assert torch.corrcoef(torch.stack([(rows @ rows.T).flatten(), (book @ book.T).flatten()]))[0, 1] > 0.5
+        assert rows.std().item() == pytest.approx(1.0, rel=0.35)
+    # without the flag the same rows are plain random
+    plain = Trainer(_cfg(root, tmp_path, run="plain", max_steps=1, tasks=["seqrec"])).model.get_input_embeddings().weight
+    assert not torch.allclose(plain[vocab["<a_0>"]], emb[vocab["<a_0>"]])
+
+
+def test_semantic_init_refuses_codebooks_that_do_not_fit_the_codes(root, tmp_path, capsys):
+    _quantizer_ckpt(tmp_path / "small", codebook_size=4)   # the fixture's codes use indices up to 6
+    _quantizer_ckpt(tmp_path / "three", levels=3)
+    base = _args(_cli_base(root, tmp_path)) + ["--max-steps", "1", "--dataset", "Synthetic", "--tasks", "seqrec"]
+    _bad(capsys, base + ["--text-codebooks", str(tmp_path / "small")], "does not fit a codebook of 4 codewords")
+    _bad(capsys, base + ["--text-codebooks", str(tmp_path / "three")], "the codes have 5 levels, the quantizer 3 codebooks")
+    _bad(capsys, base + ["--text-codebooks", str(tmp_path / "nothing")], "no quantizer weights")
+    assert not any((tmp_path / "log").glob("*/checkpoints"))
+
+
+# -- all-prefix training ---------------------------------------------------------------------------
+def test_prefix_windows_cover_every_training_target_once(root, tmp_path):
+    from genrec.prefix_training import PrefixTrainSet
+
+    tr = Trainer(_cfg(root, tmp_path, run="pw", max_steps=1, tasks=["seqrec"], max_history=3))
+    part = tr.data[0].train[0]
+    windows = PrefixTrainSet([part], seed=0, max_history=3)
+    got = sorted(tuple(r) for t in windows.tgts for r in t[:, :-1].tolist())
+    want = sorted(tuple(r) for r in part.variants[0].tgt[:, :-1].tolist())
+    assert got == want  # each per-sample target exactly once
+    # each window's row j is the code of window item j + 2
+    src, tgt = windows.srcs[0], windows.tgts[0]
+    w = tgt.shape[1] - 1
+    body = src[1:-1].reshape(-1, w)
+    assert np.array_equal(tgt[:-1, :w], body[1:])
+
+
+@pytest.mark.parametrize("objective", ["full", "constrained"])
+def test_prefix_training_loss_equals_the_per_sample_loss_of_the_same_targets(root, tmp_path, objective):
+    """One causal pass over a window gives every target the loss its own per-sample example would."""
+    from genrec.prefix_training import collate_prefix
+
+    tr = Trainer(_cfg(root, tmp_path, run=f"pe{objective}", max_steps=1, tasks=["seqrec"], max_history=0,
+                      item_inputs="pooled", prefix_training=True, objective=objective, dropout=0.0))
+    ts = tr.trainset
+    idx = np.arange(min(6, len(ts)))
+    srcs, tgts = ts.examples(idx, ts.variant_choice(0))
+    keys = ts.target_keys(idx, ts.variant_choice(0))
+    with torch.no_grad():
+        total = tr._prefix_forward_sum(tr.model, srcs, tgts, keys).item()
+        ref = 0.0
+        for s, t, key in zip(srcs, tgts, keys):
+            w = t.shape[1] - 1
+            items = s[1:-1].reshape(-1, w)
+            for j in range(t.shape[0]):
+                hist = np.concatenate([s[:1], items[:j + 1].reshape(-1), s[-1:]])
+                batch = collate([hist], [t[j]])
+                ref += tr._forward_sum(tr.model, batch, [key]).item()
+    assert total == pytest.approx(ref, rel=1e-4)
+    assert ts.target_tokens(idx, ts.variant_choice(0)) == sum(t.size for t in tgts)
+
+
+def test_prefix_training_trains_and_is_refused_where_it_cannot_work(root, tmp_path, capsys):
+    out = train(_cfg(root, tmp_path, run="pt", epochs=1, tasks=["seqrec", "seqimage"], item_inputs="pooled",
+                     prefix_training=True, objective="constrained", select_metric="ndcg@10"))
+    assert out["stop_reason"] == "epochs" and out["best_metric"] is not None
+    base = _args(_cli_base(root, tmp_path)) + ["--max-steps", "1", "--dataset", "Synthetic", "--prefix-training"]
+    _bad(capsys, base + ["--tasks", "seqrec"], "needs --item-inputs pooled")
+    _bad(capsys, base + ["--tasks", "seqrec,fusionseqrec", "--item-inputs", "pooled"], "drop fusionseqrec")

@@ -46,6 +46,7 @@ class GenRecEntryConfig:
     seed: int = 42
     objective: str = "full"         # full (published) or constrained (softmax over valid code continuations)
     item_inputs: str = "tokens"     # tokens (published) or pooled (one encoder position per history item)
+    prefix_training: bool = False   # every target of a user window in one causal pass (seqrec/seqimage only)
 
 
 def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minutes: float, *, out_dir: Path,
@@ -56,13 +57,17 @@ def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minu
 
     have = {"text"} | ({"image"} if cfg.image_codes or "image" in dataset_codes(dataset, dedup=False) else set())
     tasks = [t.name for t in parse_tasks(cfg.tasks) if set(t.modalities) <= have]
+    if cfg.prefix_training:
+        from genrec.prefix_training import PREFIX_TASKS
+
+        tasks = [t for t in tasks if t in PREFIX_TASKS]
     if not tasks:
         raise ValueError(f"genrec on {dataset.name}: none of the tasks {cfg.tasks} fits its codes ({sorted(have)})")
     return default_config(
         "finetune", datasets=[dataset.name], data_root=str(dataset.dir.parent),
         text_codes=cfg.text_codes or None, image_codes=cfg.image_codes or None,
         tasks=tasks, max_history=cfg.max_history, preset=cfg.preset, objective=cfg.objective,
-        item_inputs=cfg.item_inputs, output_dir=str(out_dir), run=run, seed=cfg.seed, epochs=epochs,
+        item_inputs=cfg.item_inputs, prefix_training=cfg.prefix_training, output_dir=str(out_dir), run=run, seed=cfg.seed, epochs=epochs,
         time_budget_minutes=budget_minutes if budget_minutes > 0 else 0.0, budget_clock=budget_clock,
         batch_size=cfg.batch_size, micro_batch_size=cfg.batch_size, lr=cfg.lr, scheduler="constant",
         warmup_ratio=0.0, warmup_epochs=cfg.warmup_epochs, select_metric="ndcg@10", eval_users=cfg.eval_users,
