@@ -59,6 +59,7 @@ class TrainConfig:
     """Everything a run depends on; saved as ``config.json``. CLI flags override the mode defaults."""
 
     mode: str = field(default="finetune", metadata=_help("pretrain or finetune (set by the entry point)"))
+    recipe: str = field(default="", metadata=_help("the named recipe (genrec/configs/<name>.toml) the run started from"))
     datasets: list[str] = field(default_factory=lambda: ["Synthetic"], metadata=_help("comma-separated dataset names"))
     data_root: str = field(default="data", metadata=_help("folder holding <dataset>/ folders"))
     text_codes: str | None = field(default=None, metadata=_help("explicit text code file (one dataset only)"))
@@ -942,7 +943,7 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"genrec.{mode}", description=doc, argument_default=argparse.SUPPRESS,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in dataclasses.fields(TrainConfig):
-        if f.name == "mode":
+        if f.name in ("mode", "recipe"):
             continue
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
@@ -959,6 +960,10 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
             p.add_argument(*names, type=typ, dest=f.name, help=help_text)
     p.add_argument("--resume", action="store_true", default=False,
                    help="continue --run from its last checkpoint (flags given now override the saved config)")
+    from genrec.recipes import available
+
+    p.add_argument("--recipe", dest="recipe", help=f"start from a named recipe ({', '.join(available())}) or a .toml "
+                   "file; flags given here override it (default: the paper's settings)")
     p.add_argument("--quick", action="store_true", default=False,
                    help="small default run: Synthetic dataset, tiny preset, a few epochs")
     p.add_argument("--log-level", default="INFO", help="logging level")
@@ -986,7 +991,13 @@ def config_from_args(mode: str, ns: argparse.Namespace) -> tuple[TrainConfig, bo
         if changed:
             logger.warning("resuming with changed settings %s: the run will not match an uninterrupted one", changed)
         return dataclasses.replace(base, **given), True
-    base = default_config(mode, **(QUICK if ns.quick else {}))
+    base = default_config(mode)
+    if given.get("recipe"):
+        from genrec.recipes import load_recipe
+
+        base = dataclasses.replace(base, **load_recipe(given["recipe"], mode))
+    if ns.quick:
+        base = dataclasses.replace(base, **QUICK)
     return dataclasses.replace(base, **given), False
 
 

@@ -6,7 +6,7 @@
 #   LAUNCH="accelerate launch --num_processes 4" scripts/finetune.sh --dataset Instruments
 #   scripts/finetune.sh --quick            # synthetic default dataset, tiny model, about a minute on a CPU
 #
-# Defaults: tasks seqrec,seqimage,item2image,image2item,fusionseqrec, lr 5e-4, up to 200 epochs,
+# The paper recipe: tasks seqrec,seqimage,item2image,image2item,fusionseqrec, lr 5e-4, up to 200 epochs,
 # cosine schedule with warmup ratio 0.01, weight decay 0.01, early stopping with patience 10,
 # best checkpoint by validation NDCG@10 (on 1000 validation users; validation loss when the
 # evaluator is unavailable). The effective batch (1024) is our choice; the paper does not state it.
@@ -22,13 +22,4 @@ if [ "$quick" = 1 ]; then
   exec $LAUNCH genrec/finetune.py --quick --data-root data ${args[@]+"${args[@]}"}
 fi
 
-exec $LAUNCH genrec/finetune.py \
-  --dataset "${DATASET:-Instruments}" \
-  --tasks seqrec,seqimage,item2image,image2item,fusionseqrec \
-  --preset paper \
-  --lr 5e-4 --weight-decay 0.01 --epochs 200 \
-  --batch-size 1024 --micro-batch-size 256 \
-  --scheduler cosine --warmup-ratio 0.01 \
-  --select-metric ndcg@10 --patience 10 --eval-users 1000 --eval-beams 20 \
-  --max-history 20 \
-  ${args[@]+"${args[@]}"}
+exec $LAUNCH genrec/finetune.py --dataset "${DATASET:-Instruments}" --recipe "${RECIPE:-cpu}" ${args[@]+"${args[@]}"}

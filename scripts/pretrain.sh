@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Multi-task T5 pretraining with MQL4GRec's hyperparameters (flags given here override them).
+# Multi-task T5 pretraining from a named recipe (genrec/configs/*.toml; flags given here override it).
+#
+#   default: --recipe cpu, the recipe that learned fastest per CPU-minute (benchmarks/results/convergence.md)
+#   --recipe paper (or RECIPE=paper): MQL4GRec's published hyperparameters, for a GPU
 #
 #   scripts/pretrain.sh --datasets Office,Beauty --run pretrain-ob
 #   LAUNCH="accelerate launch --num_processes 4" scripts/pretrain.sh --datasets Scientific,Office,Beauty
 #   scripts/pretrain.sh --quick            # synthetic default dataset, tiny model, about a minute on a CPU
 #
-# Defaults: tasks seqrec,seqimage (datasets without image codes train seqrec only), lr 1e-3,
+# The paper recipe: tasks seqrec,seqimage (datasets without image codes train seqrec only), lr 1e-3,
 # weight decay 0.01, 30 epochs, effective batch 8192 (micro-batches of 256 per process, the rest by
 # exact gradient accumulation), one-epoch warmup then constant, best checkpoint by validation loss.
 set -euo pipefail
@@ -20,13 +23,4 @@ if [ "$quick" = 1 ]; then
   exec $LAUNCH genrec/pretrain.py --quick --data-root data --tasks seqrec,seqimage ${args[@]+"${args[@]}"}
 fi
 
-exec $LAUNCH genrec/pretrain.py \
-  --datasets "${DATASETS:-Office,Beauty}" \
-  --tasks seqrec,seqimage \
-  --preset paper \
-  --lr 1e-3 --weight-decay 0.01 --epochs 30 \
-  --batch-size 8192 --micro-batch-size 256 \
-  --scheduler constant --warmup-epochs 1 \
-  --select-metric valid_loss --patience 0 \
-  --max-history 20 \
-  ${args[@]+"${args[@]}"}
+exec $LAUNCH genrec/pretrain.py --datasets "${DATASETS:-Office,Beauty}" --recipe "${RECIPE:-cpu}" ${args[@]+"${args[@]}"}

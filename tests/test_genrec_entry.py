@@ -81,3 +81,14 @@ def test_code_files_with_the_same_name_get_their_own_run_folder(tmp_path):
     tags = {_codes_tag(str(a), ""), _codes_tag(str(b), ""), _codes_tag(str(a), str(b)), _codes_tag("", "")}
     assert len(tags) == 4 and "default" in tags
     assert _codes_tag(str(a), "") == _codes_tag(str(a), "")  # stable, so --resume finds the run again
+
+
+def test_entry_defaults_are_the_cpu_recipe():
+    from genrec.baselines.genrec_entry import GenRecEntryConfig
+    from genrec.recipes import load_recipe
+
+    cpu, entry = load_recipe("cpu", "finetune"), GenRecEntryConfig()
+    for field in ("preset", "objective", "item_inputs", "prefix_training", "lr", "batch_size", "warmup_epochs",
+                  "max_history"):
+        assert getattr(entry, field) == cpu[field], field
+    assert ",".join(cpu["tasks"]) == entry.tasks and cpu["scheduler"] == "constant"

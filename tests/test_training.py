@@ -459,3 +459,26 @@ def test_prefix_training_trains_and_is_refused_where_it_cannot_work(root, tmp_pa
     base = _args(_cli_base(root, tmp_path)) + ["--max-steps", "1", "--dataset", "Synthetic", "--prefix-training"]
     _bad(capsys, base + ["--tasks", "seqrec"], "needs --item-inputs pooled")
     _bad(capsys, base + ["--tasks", "seqrec,fusionseqrec", "--item-inputs", "pooled"], "drop fusionseqrec")
+
+
+# -- recipes -----------------------------------------------------------------------------------------
+def test_recipes_load_in_order_defaults_recipe_flags(tmp_path):
+    import argparse
+
+    from genrec.training import build_parser, config_from_args
+
+    ns = build_parser("finetune").parse_args(["--recipe", "cpu", "--lr", "1e-3"])
+    cfg, _ = config_from_args("finetune", ns)
+    assert cfg.recipe == "cpu" and cfg.objective == "constrained" and cfg.item_inputs == "pooled"
+    assert cfg.preset == "small" and cfg.lr == 1e-3  # the flag wins over the recipe
+    paper, _ = config_from_args("finetune", build_parser("finetune").parse_args(["--recipe", "paper"]))
+    plain, _ = config_from_args("finetune", build_parser("finetune").parse_args([]))
+    # the paper recipe is the published defaults (what scripts/finetune.sh used to spell out)
+    assert {k: v for k, v in paper.to_json().items() if k != "recipe"} == \
+        {k: v for k, v in plain.to_json().items() if k != "recipe"}
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[finetune]\nlearning_rate = 3\n')
+    with pytest.raises(ValueError, match="unknown settings \\['learning_rate'\\]"):
+        config_from_args("finetune", build_parser("finetune").parse_args(["--recipe", str(bad)]))
+    with pytest.raises(ValueError, match="unknown recipe 'gpu9'"):
+        config_from_args("finetune", build_parser("finetune").parse_args(["--recipe", "gpu9"]))

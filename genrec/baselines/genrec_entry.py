@@ -32,6 +32,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class GenRecEntryConfig:
+    """Defaults: the ``cpu`` recipe (genrec/configs/cpu.toml); ``recipe=paper`` trains the paper recipe
+    with its own hyper-parameters (the fields below then only pick data, codes and evaluation)."""
+
+    recipe: str = "cpu"
     preset: str = "small"           # the paper preset learns too slowly for a CPU budget of minutes
     tasks: str = "seqrec,seqimage,item2image,image2item,fusionseqrec"  # image tasks drop out without image codes
     text_codes: str = ""            # default: the dataset's own text code file
@@ -44,8 +48,8 @@ class GenRecEntryConfig:
     eval_users: int = 1000          # validation NDCG@10 users for model selection
     fusion: str = "prob"
     seed: int = 42
-    objective: str = "full"         # full (published) or constrained (softmax over valid code continuations)
-    item_inputs: str = "tokens"     # tokens (published) or pooled (one encoder position per history item)
+    objective: str = "constrained"  # or full (published): softmax over valid code continuations / the vocabulary
+    item_inputs: str = "pooled"     # or tokens (published): one encoder position per history item / per code token
     prefix_training: bool = False   # every target of a user window in one causal pass (seqrec/seqimage only)
 
 
@@ -63,15 +67,27 @@ def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minu
         tasks = [t for t in tasks if t in PREFIX_TASKS]
     if not tasks:
         raise ValueError(f"genrec on {dataset.name}: none of the tasks {cfg.tasks} fits its codes ({sorted(have)})")
+    from genrec.recipes import load_recipe
+
+    common = dict(datasets=[dataset.name], data_root=str(dataset.dir.parent), text_codes=cfg.text_codes or None,
+                  image_codes=cfg.image_codes or None, output_dir=str(out_dir), run=run, seed=cfg.seed,
+                  time_budget_minutes=budget_minutes if budget_minutes > 0 else 0.0, budget_clock=budget_clock,
+                  eval_users=cfg.eval_users, eval_beams=cfg.beams, num_threads=threads, progress=False,
+                  recipe=cfg.recipe)
+    if cfg.recipe != "cpu":  # another recipe brings its own hyper-parameters
+        recipe = load_recipe(cfg.recipe, "finetune")
+        if recipe.get("prefix_training"):
+            from genrec.prefix_training import PREFIX_TASKS
+
+            tasks = [t for t in tasks if t in PREFIX_TASKS]
+        keep = [t for t in recipe.get("tasks", tasks) if t in tasks]
+        return default_config("finetune", **{**recipe, **common, "tasks": keep or tasks,
+                                             "epochs": epochs or recipe.get("epochs", 200)})
     return default_config(
-        "finetune", datasets=[dataset.name], data_root=str(dataset.dir.parent),
-        text_codes=cfg.text_codes or None, image_codes=cfg.image_codes or None,
-        tasks=tasks, max_history=cfg.max_history, preset=cfg.preset, objective=cfg.objective,
-        item_inputs=cfg.item_inputs, prefix_training=cfg.prefix_training, output_dir=str(out_dir), run=run, seed=cfg.seed, epochs=epochs,
-        time_budget_minutes=budget_minutes if budget_minutes > 0 else 0.0, budget_clock=budget_clock,
+        "finetune", **common, tasks=tasks, max_history=cfg.max_history, preset=cfg.preset, objective=cfg.objective,
+        item_inputs=cfg.item_inputs, prefix_training=cfg.prefix_training, epochs=epochs,
         batch_size=cfg.batch_size, micro_batch_size=cfg.batch_size, lr=cfg.lr, scheduler="constant",
-        warmup_ratio=0.0, warmup_epochs=cfg.warmup_epochs, select_metric="ndcg@10", eval_users=cfg.eval_users,
-        eval_beams=cfg.beams, num_threads=threads, progress=False)
+        warmup_ratio=0.0, warmup_epochs=cfg.warmup_epochs, select_metric="ndcg@10")
 
 
 def evaluate_genrec_run(run_dir: Path, dataset: RecDataset, cfg: GenRecEntryConfig, threads: int) -> dict[str, Any]:
