@@ -15,7 +15,11 @@ gives it). Fusion merges the two lists per user by one of these rules (``--rule`
   (text codes carry a fifth dedup token, image codes do not, and every extra token multiplies a
   sequence probability by a factor below 1).
 - ``rawprob``: the same sum without renormalising, ``log(sum_m w_m * exp(s_m(i)))``: the plain
-  sum of sequence probabilities; favours the modality with shorter or more confident codes.
+  sum of sequence probabilities; favours the modality with shorter or more confident codes. For
+  runs trained with the ``constrained`` objective each list's ``exp(score)`` already is the
+  model's probability of the item (its decoder only spreads mass over valid codes), so this is the
+  true mixture of the two item distributions, truncated to the beams; ``--rule auto`` (the CLI's
+  default) picks it for such runs and ``prob`` for the others.
 - ``rrf``: reciprocal-rank fusion, ``sum_m w_m / (k + rank_m(i))`` (``--rrf-k``, default 60); uses
   only ranks, robust when the two models are calibrated differently.
 - ``published``: MQL4GRec's rule, for comparison: an item in both lists gets the mean of its two
@@ -154,6 +158,15 @@ def fuse_predictions(text: list[dict[str, Any]], image: list[dict[str, Any]], co
     return rows, chosen
 
 
+def rule_for_run(run_dir: str | Path) -> str:
+    """``rawprob`` for a run whose scores are item log-probabilities (constrained objective), else ``prob``."""
+    import json
+
+    cfg = Path(run_dir) / "config.json"
+    objective = json.loads(cfg.read_text(encoding="utf-8")).get("objective", "full") if cfg.is_file() else "full"
+    return "rawprob" if objective == "constrained" else "prob"
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = FusionConfig()
     p = argparse.ArgumentParser(prog="python -m genrec.fusion", description=__doc__.split("\n\n")[0],
@@ -164,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["test", "valid"])
     p.add_argument("--text-task", default="seqrec", help="evaluated task giving the text ranking")
     p.add_argument("--image-task", default="seqimage", help="evaluated task giving the image ranking")
-    p.add_argument("--rule", default=d.rule, choices=RULES)
+    p.add_argument("--rule", default="auto", choices=("auto",) + RULES,
+                   help="auto: rawprob for constrained-objective runs (true item probabilities), else prob")
     p.add_argument("--weights", default="1,1", help="weights of the text and image lists, e.g. 1,0.5")
     p.add_argument("--rrf-k", type=float, default=d.rrf_k)
     p.add_argument("--bonus", type=float, default=d.bonus, help="bonus of the published rule")
@@ -182,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             weights = tuple(float(w) for w in args.weights.split(","))
         except ValueError:
             raise ValueError(f"--weights must be two comma-separated numbers, got {args.weights!r}") from None
-        cfg = FusionConfig(rule=args.rule, weights=weights, rrf_k=args.rrf_k, bonus=args.bonus, topk=args.topk)
+        rule = rule_for_run(args.ckpt) if args.rule == "auto" else args.rule
+        cfg = FusionConfig(rule=rule, weights=weights, rrf_k=args.rrf_k, bonus=args.bonus, topk=args.topk)
         cfg.check()
         text_dir = Path(args.ckpt) / "eval"
         image_dir = Path(args.image_ckpt or args.ckpt) / "eval"

@@ -7,7 +7,7 @@ History items are item ids (0-based, as in the dataset files) or original ids/AS
 ``<ds>.item2id`` (``--history-type auto`` decides per entry and refuses an entry that could be
 both), oldest first; the most recent ``max_history`` items of the run's config are used. ``--task``
 picks the text-code model (``seqrec``), the image-code model (``seqimage``), or ``fused`` (both,
-merged with the ``prob`` rule of ``genrec.fusion``). Titles are shown when ``<ds>.item.json`` exists.
+merged with ``genrec.fusion``'s rule for the run: ``rawprob`` under the constrained objective, else ``prob``). Titles are shown when ``<ds>.item.json`` exists.
 
 In Python::
 
@@ -132,10 +132,10 @@ class Recommender:
         # ask for more when seen items will be dropped, so the list still has topk entries if possible
         k = topk + (len(set(items)) if exclude_history else 0)
         if task == "fused":
-            from genrec.fusion import FusionConfig, fuse_lists
+            from genrec.fusion import FusionConfig, fuse_lists, rule_for_run
 
             ranked, scores = fuse_lists([self._rank("seqrec", items, k), self._rank("seqimage", items, k)],
-                                        FusionConfig(rule="prob", topk=k))
+                                        FusionConfig(rule=rule_for_run(self.run.dir), topk=k))
         else:
             ranked, scores = self._rank(task, items, k)
         seen = set(items) if exclude_history else set()

@@ -6,7 +6,7 @@
 #   scripts/evaluate.sh log/finetune-Instruments Instruments --beams 20 --threads 2
 #
 # Defaults: RUN_DIR=log/quickstart, DATASET=Synthetic (the embedded default dataset).
-# Environment: SPLIT (test|valid, default test), RULE (prob|rrf|published, default prob),
+# Environment: SPLIT (test|valid, default test), RULE (auto|prob|rawprob|rrf|published, default auto: rawprob for constrained-objective runs, else prob),
 # LAUNCH (a launcher prefix, e.g. "accelerate launch --multi_gpu --num_processes 2 --num_machines 1
 # --mixed_precision no --dynamo_backend no"; default: plain python).
 # Results: RUN_DIR/eval/<dataset>-{seqrec,seqimage,fused}-<split>.metrics.json (+ predictions).
@@ -16,7 +16,7 @@ RUN_DIR="${1:-log/quickstart}"
 DATASET="${2:-Synthetic}"
 shift $(( $# > 2 ? 2 : $# ))
 SPLIT="${SPLIT:-test}"
-RULE="${RULE:-prob}"
+RULE="${RULE:-auto}"
 
 if [[ ! -d "$RUN_DIR" ]]; then
     echo "scripts/evaluate.sh: error: run folder $RUN_DIR not found (train one first, e.g. python -m genrec.finetune)" >&2

@@ -151,3 +151,16 @@ def test_cli_on_evaluated_run(tmp_path, capsys):
     assert fusion_main(["--ckpt", str(tmp_path / "none"), "--dataset", NAME]) == 2
     assert "genrec.evaluate first" in capsys.readouterr().err
     assert fusion_main(["--ckpt", str(run), "--dataset", NAME, "--weights", "1,x"]) == 2
+
+
+def test_auto_rule_follows_the_runs_objective(tmp_path):
+    import json
+
+    from genrec.fusion import rule_for_run
+
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "config.json").write_text(json.dumps({"objective": "constrained"}))
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text(json.dumps({"lr": 1e-3}))  # a run from before the objective existed
+    assert rule_for_run(tmp_path / "c") == "rawprob"
+    assert rule_for_run(tmp_path / "old") == "prob"

@@ -46,7 +46,7 @@ class GenRecEntryConfig:
     max_history: int = 20
     beams: int = 20
     eval_users: int = 1000          # validation NDCG@10 users for model selection
-    fusion: str = "prob"
+    fusion: str = "auto"            # auto: rawprob under the constrained objective (item probabilities), else prob
     seed: int = 42
     objective: str = "constrained"  # or full (published): softmax over valid code continuations / the vocabulary
     item_inputs: str = "pooled"     # or tokens (published): one encoder position per history item / per code token
@@ -111,9 +111,12 @@ def evaluate_genrec_run(run_dir: Path, dataset: RecDataset, cfg: GenRecEntryConf
     if "seqimage" in evals:
         preds = {t: read_predictions(next(f for f in evals[t]["files"] if f.endswith(".predictions.jsonl")))
                  for t in evals}
-        fused, _ = fuse_predictions(preds["seqrec"], preds["seqimage"], FusionConfig(rule=cfg.fusion))
+        from genrec.fusion import rule_for_run
+
+        rule = rule_for_run(run_dir) if cfg.fusion == "auto" else cfg.fusion
+        fused, _ = fuse_predictions(preds["seqrec"], preds["seqimage"], FusionConfig(rule=rule))
         rows.update(fused)
-        chosen = f"fused-{cfg.fusion}"
+        chosen = f"fused-{rule}"
     return {"metrics": {k: v for k, v in rows[chosen].items() if k != "users"}, "reported": chosen,
             "users": evals["seqrec"]["users"],
             "by_modality": {k: {m: v for m, v in r.items() if m != "users"} for k, r in rows.items()},
