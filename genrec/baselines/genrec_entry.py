@@ -51,6 +51,8 @@ class GenRecEntryConfig:
     objective: str = "constrained"  # or full (published): softmax over valid code continuations / the vocabulary
     item_inputs: str = "pooled"     # or tokens (published): one encoder position per history item / per code token
     prefix_training: bool = False   # every target of a user window in one causal pass (seqrec/seqimage only)
+    text_codebooks: str = ""        # semantic init from this quantizer run (the one that produced text_codes)
+    dropout: float = -1.0           # < 0: the preset's own (0.1)
 
 
 def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minutes: float, *, out_dir: Path,
@@ -73,7 +75,7 @@ def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minu
                   image_codes=cfg.image_codes or None, output_dir=str(out_dir), run=run, seed=cfg.seed,
                   time_budget_minutes=budget_minutes if budget_minutes > 0 else 0.0, budget_clock=budget_clock,
                   eval_users=cfg.eval_users, eval_beams=cfg.beams, num_threads=threads, progress=False,
-                  recipe=cfg.recipe)
+                  recipe=cfg.recipe, text_codebooks=cfg.text_codebooks or None)
     if cfg.recipe != "cpu":  # another recipe brings its own hyper-parameters
         recipe = load_recipe(cfg.recipe, "finetune")
         if recipe.get("prefix_training"):
@@ -86,6 +88,7 @@ def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minu
     return default_config(
         "finetune", **common, tasks=tasks, max_history=cfg.max_history, preset=cfg.preset, objective=cfg.objective,
         item_inputs=cfg.item_inputs, prefix_training=cfg.prefix_training, epochs=epochs,
+        dropout=cfg.dropout if cfg.dropout >= 0 else None,
         batch_size=cfg.batch_size, micro_batch_size=cfg.batch_size, lr=cfg.lr, scheduler="constant",
         warmup_ratio=0.0, warmup_epochs=cfg.warmup_epochs, select_metric="ndcg@10")
 
