@@ -86,6 +86,7 @@ def _sasrec_point(dataset, budget: float, args: argparse.Namespace) -> dict[str,
 def _genrec_point(dataset, model: str, budget: float, args: argparse.Namespace, codes: dict[str, str]) -> dict[str, Any]:
     from genrec.baselines.genrec_entry import GenRecEntryConfig, evaluate_genrec_run, genrec_train_config
     from genrec.baselines.registry import apply_overrides
+    from genrec.model import load_model
     from genrec.training import Trainer, TrainConfig
 
     lever = dict(VARIANTS[model])
@@ -116,7 +117,8 @@ def _genrec_point(dataset, model: str, budget: float, args: argparse.Namespace, 
             "valid_NDCG@10": best.get("value"), "best_epoch": best.get("epoch"), "steps": summary["step"],
             "stop_reason": summary["stop_reason"], "train_cpu_seconds": round(summary["train_cpu_seconds"], 1),
             "train_wall_seconds": round(summary["train_seconds"], 1), "reported": ev["reported"],
-            "by_modality": ev["by_modality"], "config": dataclasses.asdict(cfg)}
+            "by_modality": ev["by_modality"], "config": dataclasses.asdict(cfg),
+            "params": sum(p.numel() for p in load_model(run_dir / "best").parameters())}
 
 
 def _append_point(stem: Path, point: dict[str, Any], mine: dict[str, Any]) -> dict[str, Any]:

@@ -71,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint-dir", default="", help="checkpoint every run under <dir>/<ds>/<model> (resumable)")
     p.add_argument("--merge", action="store_true", help="update an existing results.json instead of replacing it")
     p.add_argument("--suffix", default="", help="appended to each row name, e.g. ' (20 min)' to keep both rows")
+    p.add_argument("--from-convergence", default="", metavar="JSON",
+                   help="instead of training, add the genrec points of a benchmarks/convergence.py file at "
+                        "--budget-minutes (CPU-minutes there) as rows (with --merge: next to the existing ones)")
     add_train_flags(p)
     return p.parse_args(argv)
 
@@ -132,13 +135,36 @@ def render_markdown(results: dict[str, Any]) -> str:
             cells = [_fmt(run.get(c)) for c in cols]
             epochs = f"{run['epochs']} ({run['best_epoch']})" if "epochs" in run else "-"
             budget = run.get("train_config", {}).get("budget_minutes", "-")
+            params = f"{run['params']:,}" if run.get("params") is not None else "-"
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {_ratio(run, pop)} | {budget} | {run['train_seconds']:.0f} | "
-                         f"{run['params']:,} | {epochs} | {run.get('stop_reason', '-')} |")
+                         f"{params} | {epochs} | {run.get('stop_reason', '-')} |")
         for label, pub in PUBLISHED.get(ds, []):
             cells = [_fmt(pub.get(c)) for c in cols]
             lines.append(f"| *published: {label}* | " + " | ".join(cells) + " | | | | | | |")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def import_convergence(results: dict[str, Any], path: Path, budget: float, datasets: list[str], command: str) -> int:
+    """Rows from the genrec points of a convergence file at one budget (their own runs, test split, same protocol)."""
+    conv = json.loads(path.read_text(encoding="utf-8"))
+    n = 0
+    for p in conv.get("points", []):
+        if p["dataset"] not in datasets or p["budget_minutes"] != budget or not p["model"].startswith("genrec"):
+            continue
+        metrics = p.get("by_modality", {}).get(p.get("reported", "text"))
+        if not metrics:
+            continue
+        row = {k: v for k, v in metrics.items() if k in METRIC_KEYS}
+        row.update(train_seconds=p.get("train_cpu_seconds", 0.0), params=p.get("params"), epochs="-",
+                   best_epoch=round(p.get("best_epoch") or 0, 2), stop_reason=p.get("stop_reason"), reported=p.get("reported"),
+                   train_config={"budget_minutes": f"{budget:g} CPU"}, command=command, source=str(path),
+                   config=p.get("config"))
+        results["runs"].setdefault(p["dataset"], {})[f"{p['model']} (convergence run, {budget:g} CPU-min)"] = row
+        n += 1
+    if not n:
+        print(f"error: {path}: no genrec points at {budget:g} minutes for {', '.join(datasets)}", file=sys.stderr)
+    return n
 
 
 def write_outputs(results: dict[str, Any], out: Path) -> None:
@@ -176,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
         "device": "cuda" if torch.cuda.is_available() and not args.cpu else "cpu",
     }
     results["published"] = {ds: dict(rows) for ds, rows in PUBLISHED.items()}
+    if args.from_convergence:
+        added = import_convergence(results, Path(args.from_convergence), args.budget_minutes, args.datasets, command)
+        write_outputs(results, out)
+        print(render_markdown(results))
+        return 0 if added else 2
     failures = 0
     for ds in args.datasets:
         try:

@@ -52,11 +52,16 @@ def test_genrec_row_with_image_codes_reports_fusion(root):
     ds = load_dataset(root, "Synthetic")
     out = MODELS["genrec"](ds, 0.0, _args())
     assert out["users"] == ds.num_users and out["epochs"] == 1 and out["params"] > 0
-    assert out["reported"] == "fused-prob"
-    assert {"text", "image", "fused-prob", "fused-rrf"} <= set(out["by_modality"])
+    # the cpu recipe's constrained objective makes scores item probabilities: fused by their plain mixture
+    assert out["train_config"]["objective"] == "constrained" and out["train_config"]["item_inputs"] == "pooled"
+    assert out["reported"] == "fused-rawprob"
+    assert {"text", "image", "fused-prob", "fused-rawprob", "fused-rrf"} <= set(out["by_modality"])
     _check_metrics(out)
-    assert out["NDCG@10"] == out["by_modality"]["fused-prob"]["NDCG@10"]
+    assert out["NDCG@10"] == out["by_modality"]["fused-rawprob"]["NDCG@10"]
     assert out["train_config"]["tasks"] == ["seqrec", "seqimage", "item2image", "image2item", "fusionseqrec"]
+    paper = MODELS["genrec"](ds, 0.0, _args(set=_args().set + ["genrec.fusion=prob", "genrec.objective=full",
+                                                                 "genrec.item_inputs=tokens"]))
+    assert paper["reported"] == "fused-prob" and paper["train_config"]["objective"] == "full"
 
 
 def test_genrec_row_without_image_codes_reports_text(root, tmp_path):
