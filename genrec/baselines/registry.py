@@ -168,8 +168,26 @@ def build_model(cfg: Any, dataset: RecDataset, max_len: int) -> SeqRecModel:
     raise TypeError(f"no model for config {type(cfg).__name__}")
 
 
+RESIDUAL_FLAGS = ("residual", "streams", "sinkhorn_iters")
+
+
+def apply_residual_flags(cfg: Any, name: str, args: argparse.Namespace) -> Any:
+    """``--residual/--streams/--sinkhorn-iters`` for the models that have them (SASRec, TiSASRec)."""
+    flags = {k: getattr(args, k) for k in RESIDUAL_FLAGS if getattr(args, k, None) is not None}
+    if not flags:
+        return cfg
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    if not set(flags) <= fields:
+        if getattr(args, "model", None) == name:  # asked for this one model explicitly
+            raise ValueError(f"model {name!r} has no {'/'.join('--' + k.replace('_', '-') for k in flags)} option "
+                             "(only sasrec, sasrec-bce and tisasrec do)")
+        return cfg
+    return dataclasses.replace(cfg, **flags)
+
+
 def resolved_model_config(name: str, args: argparse.Namespace, dataset: RecDataset) -> Any:
     cfg = apply_overrides(MODEL_DEFAULTS[name], name, getattr(args, "set", None))
+    cfg = apply_residual_flags(cfg, name, args)
     # Record which embeddings "auto" picked, so results say what was used.
     if isinstance(cfg, MmTransformerConfig):
         cfg = dataclasses.replace(cfg, text_emb=resolve_embedding(dataset, cfg.text_emb, "text", True),

@@ -17,6 +17,7 @@ buckets (``scatter_add``) before one matmul, so no ``[B, L, L, d]`` tensor is bu
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from torch import nn
 
 from genrec.baselines.base import SeqRecModel, causal_padding_mask
 from genrec.baselines.data import PAD
+from genrec.baselines.mhc import MHCResidual, check_residual
 
 
 @dataclass
@@ -35,6 +37,9 @@ class TiSASRecConfig:
     heads: int = 1
     dropout: float = 0.2
     loss: str = "ce"  # "ce" (full softmax) or "bce" (one sampled negative per position)
+    residual: str = "plain"  # "plain" or "mhc" (genrec.baselines.mhc: residual streams mixed per token)
+    streams: int = 4  # mHC streams
+    sinkhorn_iters: int = 20  # mHC: Sinkhorn-Knopp iterations
     time_span: int = 256  # k: intervals are clipped here (the paper's default)
 
 
@@ -107,12 +112,16 @@ class TiSASRec(SeqRecModel):
             nn.Sequential(nn.Linear(d, d), nn.Dropout(cfg.dropout), nn.ReLU(), nn.Linear(d, d), nn.Dropout(cfg.dropout))
             for _ in range(cfg.blocks))
         self.last_norm = nn.LayerNorm(d, eps=1e-8)
+        check_residual(cfg.residual, cfg.streams, cfg.sinkhorn_iters)
+        self.mhc = MHCResidual(d, cfg.streams, cfg.blocks, cfg.sinkhorn_iters) if cfg.residual == "mhc" else None
         self.scale = math.sqrt(d)
         for p in self.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
         with torch.no_grad():
             self.item_emb.weight[PAD].zero_()
+        if self.mhc is not None:
+            self.mhc.reset_parameters()  # undo Xavier: mHC starts as the plain residual
 
     def encode(self, inputs: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
         if times is None:
@@ -129,12 +138,20 @@ class TiSASRec(SeqRecModel):
         pos_k, pos_v = self.emb_dropout(self.pos_k(positions)), self.emb_dropout(self.pos_v(positions))
         int_k, int_v = self.emb_dropout(self.int_k.weight), self.emb_dropout(self.int_v.weight)
         x = self.emb_dropout(self.item_emb(inputs) * self.scale) * keep
-        for norm, attn, ffn_norm, ffn in zip(self.attn_norms, self.attns, self.ffn_norms, self.ffns):
-            q = norm(x)
-            a = attn(q, x, pos_k, pos_v, int_k, int_v, intervals, mask)
-            x = ffn_norm(q + a)
-            x = (x + ffn(x)) * keep
+        blocks = [functools.partial(self._block, b, ctx=(pos_k, pos_v, int_k, int_v, intervals, mask), keep=keep)
+                  for b in range(len(self.attns))]
+        if self.mhc is None:
+            for block in blocks:
+                x = block(x)
+        else:
+            x = self.mhc(x, blocks)
         return self.last_norm(x)
+
+    def _block(self, b: int, x: torch.Tensor, ctx: tuple, keep: torch.Tensor) -> torch.Tensor:
+        q = self.attn_norms[b](x)
+        a = self.attns[b](q, x, *ctx)
+        x = self.ffn_norms[b](q + a)
+        return (x + self.ffns[b](x)) * keep
 
     def item_weights(self) -> torch.Tensor:
         return self.item_emb.weight[1:]
