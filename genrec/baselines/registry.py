@@ -45,6 +45,8 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     # BCE epochs are cheap but it needs many of them: validate every few epochs.
     "sasrec-bce": {"batch_size": 128, "lr": 1e-3, "eval_every": 5, "patience": 8},
     "tisasrec": {"batch_size": 256, "lr": 2e-3},  # as sasrec (not tuned separately)
+    "sasrec-mhc": {"batch_size": 256, "lr": 2e-3},
+    "tisasrec-mhc": {"batch_size": 256, "lr": 2e-3},
     "mmtransformer": {"batch_size": 256, "lr": 2e-3},
     "gpt": {"batch_size": 256, "lr": 2e-3},
     "gpt-textinit": {"batch_size": 256, "lr": 2e-3},
@@ -53,6 +55,8 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "sasrec": SASRecConfig(loss="ce", dropout=0.2),
     "sasrec-bce": SASRecConfig(loss="bce", dropout=0.3),  # classic: negatives the user never saw
     "tisasrec": TiSASRecConfig(loss="ce", dropout=0.2),  # needs <ds>.time.json
+    "sasrec-mhc": SASRecConfig(loss="ce", dropout=0.2, residual="mhc", streams=4),
+    "tisasrec-mhc": TiSASRecConfig(loss="ce", dropout=0.2, residual="mhc", streams=4),
     "mmtransformer": MmTransformerConfig(),
     "gpt": IdGPTConfig(init_text_emb="none", dropout=0.2),
     "gpt-textinit": IdGPTConfig(init_text_emb="auto", dropout=0.2),
