@@ -1,6 +1,6 @@
 """Classic sequential-recommendation baselines trained and evaluated exactly like genrec.
 
-Popularity, SASRec (BCE with sampled negatives or full-softmax CE), MmTransformer4Rec (text/image
+Popularity, SASRec and time-aware TiSASRec (BCE with sampled negatives or full-softmax CE), MmTransformer4Rec (text/image
 embeddings in, item table out) and a GPT-style ID transformer, sharing one data path
 (``genrec.data`` leave-one-out), one training loop (``trainer.Trainer``, Accelerate, checkpoints,
 resume) and the full-ranking metrics of ``genrec.metrics``. ``registry.MODELS`` maps a model name
@@ -14,10 +14,11 @@ from genrec.baselines.id_gpt import IdGPT, IdGPTConfig
 from genrec.baselines.mm_transformer import MmTransformer4Rec, MmTransformerConfig
 from genrec.baselines.popularity import Popularity
 from genrec.baselines.sasrec import SASRec, SASRecConfig
+from genrec.baselines.tisasrec import TiSASRec, TiSASRecConfig
 from genrec.baselines.trainer import Trainer, TrainConfig, TrainResult, evaluate
 
 __all__ = [
     "IdGPT", "IdGPTConfig", "MmTransformer4Rec", "MmTransformerConfig", "NegativeSampler", "NotApplicable",
-    "Popularity", "SASRec", "SASRecConfig", "SeqRecModel", "SequenceData", "TrainConfig", "TrainResult", "Trainer",
+    "Popularity", "SASRec", "SASRecConfig", "SeqRecModel", "SequenceData", "TiSASRec", "TiSASRecConfig", "TrainConfig", "TrainResult", "Trainer",
     "causal_padding_mask", "count_parameters", "evaluate",
 ]

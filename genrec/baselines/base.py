@@ -42,8 +42,13 @@ class SeqRecModel(nn.Module):
     def item_weights(self) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None = None) -> torch.Tensor:
-        hidden = self.encode(inputs)
+    def _encode(self, inputs: torch.Tensor, times: torch.Tensor | None) -> torch.Tensor:
+        # time-aware models take ``encode(inputs, times)``; the others never see times
+        return self.encode(inputs) if times is None else self.encode(inputs, times)
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None = None,
+                times: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = self._encode(inputs, times)
         valid = targets != PAD
         h = hidden[valid]  # only real positions are scored: padded targets never enter the loss
         target = targets[valid] - 1
@@ -60,9 +65,9 @@ class SeqRecModel(nn.Module):
         raise ValueError(f"unknown loss {self.loss_type!r}; expected 'ce' or 'bce'")
 
     @torch.no_grad()
-    def score(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def score(self, inputs: torch.Tensor, lengths: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, num_items]`` scores from the state at each history's last item."""
-        hidden = self.encode(inputs)
+        hidden = self._encode(inputs, times)
         last = hidden[torch.arange(inputs.shape[0], device=inputs.device), lengths - 1]
         return last @ self.item_weights().T
 

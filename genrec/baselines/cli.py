@@ -59,6 +59,10 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int)
     g.add_argument("--cpu", action="store_true", default=None, help="force CPU even with a GPU present")
     g.add_argument("--threads", type=int, help="torch CPU threads; 1 is much faster when other jobs share the cores")
+    g.add_argument("--residual", choices=("plain", "mhc"),
+                   help="residual of the SASRec/TiSASRec blocks: plain, or mHC residual streams")
+    g.add_argument("--streams", type=int, help="mHC: number of residual streams (default 4)")
+    g.add_argument("--sinkhorn-iters", type=int, help="mHC: Sinkhorn-Knopp iterations (default 20)")
     g.add_argument("--set", action="append", default=[], metavar="[MODEL.]FIELD=VALUE",
                    help="override a model or training config field, e.g. dropout=0.5 or sasrec-bce.lr=0.002")
 

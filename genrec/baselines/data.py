@@ -49,19 +49,25 @@ class SequenceData:
     train_items: list[list[int]]  # per dataset user: the items a model may train on (seq[:-2])
     valid: list[Sample]
     test: list[Sample]
+    times: torch.Tensor | None = None  # [U', L] int64 unix seconds of each input position (0 = padding)
 
     @classmethod
-    def from_dataset(cls, dataset: RecDataset, max_len: int = 50) -> "SequenceData":
+    def from_dataset(cls, dataset: RecDataset, max_len: int = 50, with_times: bool = False) -> "SequenceData":
+        """``with_times``: also carry interaction times (time-aware models); an error without them."""
         if max_len < 1:
             raise ValueError(f"max_len must be at least 1, got {max_len}")
-        split = dataset.split(max_len)
+        split = dataset.split(max_len, with_times=with_times)
         train_items = training_sequences(dataset.sequences)
         # a training part of one item has no (input, target) pair; the user is still evaluated
         rows = [(u, s[-(max_len + 1):]) for u, s in enumerate(train_items) if len(s) >= 2]
         inputs = pad_right([s[:-1] for _, s in rows], max_len)
         targets = pad_right([s[1:] for _, s in rows], max_len)
         users = torch.tensor([u for u, _ in rows], dtype=torch.long)
-        return cls(dataset.num_items, max_len, inputs, targets, users, train_items, split.valid, split.test)
+        times = None
+        if with_times:
+            windows = [dataset.times[u][: len(train_items[u])][-(max_len + 1):][:-1] for u, _ in rows]
+            times = pad_times(windows, max_len)
+        return cls(dataset.num_items, max_len, inputs, targets, users, train_items, split.valid, split.test, times)
 
     @property
     def num_train_rows(self) -> int:
@@ -76,20 +82,41 @@ class SequenceData:
         inputs, targets = trim(self.inputs[rows], self.targets[rows])
         return inputs, targets, self.users[rows]
 
+    def train_times(self, rows: torch.Tensor, width: int) -> torch.Tensor | None:
+        """``[B, width]`` input times of ``rows`` (the width ``train_batch`` trimmed to), or None."""
+        return None if self.times is None else self.times[rows, :width]
+
     def popularity(self) -> torch.Tensor:
         """``[num_items]`` interaction counts over the training parts."""
         flat = [i for s in self.train_items for i in s]
         return torch.bincount(torch.tensor(flat, dtype=torch.long), minlength=self.num_items).float()
 
 
+def pad_times(seqs: Sequence[Sequence[int | float]], length: int | None = None) -> torch.Tensor:
+    """``[B, L]`` int64 seconds, right-padded with 0 (padding positions are masked anyway)."""
+    length = max((len(s) for s in seqs), default=0) if length is None else length
+    out = torch.zeros(len(seqs), max(length, 1), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            out[i, : len(s)] = torch.as_tensor([round(t) for t in s], dtype=torch.long)
+    return out
+
+
 def eval_batches(samples: Sequence[Sample], batch_size: int):
     """Yield ``(inputs [B, L], lengths [B], targets [B])`` with 0-based targets."""
+    for inputs, lengths, targets, _ in eval_batches_with_times(samples, batch_size):
+        yield inputs, lengths, targets
+
+
+def eval_batches_with_times(samples: Sequence[Sample], batch_size: int):
+    """As ``eval_batches``, plus ``times [B, L]`` of the histories (None when samples have no times)."""
     for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]
         inputs = pad_right([s.history for s in chunk])
         lengths = torch.tensor([len(s.history) for s in chunk], dtype=torch.long)
         targets = torch.tensor([s.target for s in chunk], dtype=torch.long)
-        yield inputs, lengths, targets
+        times = pad_times([s.times for s in chunk]) if chunk and chunk[0].times is not None else None
+        yield inputs, lengths, targets, times
 
 
 class NegativeSampler:

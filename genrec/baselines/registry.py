@@ -27,6 +27,7 @@ from genrec.baselines.id_gpt import IdGPT, IdGPTConfig
 from genrec.baselines.mm_transformer import MmTransformer4Rec, MmTransformerConfig
 from genrec.baselines.popularity import Popularity
 from genrec.baselines.sasrec import SASRec, SASRecConfig
+from genrec.baselines.tisasrec import TiSASRec, TiSASRecConfig
 from genrec.baselines.trainer import KS, Trainer, TrainConfig, evaluate
 from genrec.data import RecDataset
 from genrec.utils.rng import seed_everything
@@ -43,6 +44,9 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "sasrec": {"batch_size": 256, "lr": 2e-3},
     # BCE epochs are cheap but it needs many of them: validate every few epochs.
     "sasrec-bce": {"batch_size": 128, "lr": 1e-3, "eval_every": 5, "patience": 8},
+    "tisasrec": {"batch_size": 256, "lr": 2e-3},  # as sasrec (not tuned separately)
+    "sasrec-mhc": {"batch_size": 256, "lr": 2e-3},
+    "tisasrec-mhc": {"batch_size": 256, "lr": 2e-3},
     "mmtransformer": {"batch_size": 256, "lr": 2e-3},
     "gpt": {"batch_size": 256, "lr": 2e-3},
     "gpt-textinit": {"batch_size": 256, "lr": 2e-3},
@@ -50,6 +54,9 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
 MODEL_DEFAULTS: dict[str, Any] = {
     "sasrec": SASRecConfig(loss="ce", dropout=0.2),
     "sasrec-bce": SASRecConfig(loss="bce", dropout=0.3),  # classic: negatives the user never saw
+    "tisasrec": TiSASRecConfig(loss="ce", dropout=0.2),  # needs <ds>.time.json
+    "sasrec-mhc": SASRecConfig(loss="ce", dropout=0.2, residual="mhc", streams=4),
+    "tisasrec-mhc": TiSASRecConfig(loss="ce", dropout=0.2, residual="mhc", streams=4),
     "mmtransformer": MmTransformerConfig(),
     "gpt": IdGPTConfig(init_text_emb="none", dropout=0.2),
     "gpt-textinit": IdGPTConfig(init_text_emb="auto", dropout=0.2),
@@ -127,15 +134,20 @@ def train_config(name: str, budget_minutes: float, args: argparse.Namespace) -> 
 
 
 # -- shared data (one split per dataset and window) -----------------------------------------
-_DATA_CACHE: dict[tuple[int, int], SequenceData] = {}
+_DATA_CACHE: dict[tuple[int, int, bool], SequenceData] = {}
 
 
-def sequence_data(dataset: RecDataset, max_len: int) -> SequenceData:
-    key = (id(dataset), max_len)
+def sequence_data(dataset: RecDataset, max_len: int, with_times: bool = False) -> SequenceData:
+    key = (id(dataset), max_len, with_times)
     if key not in _DATA_CACHE:
-        _DATA_CACHE.clear()  # one dataset at a time: the benchmark walks datasets in order
-        _DATA_CACHE[key] = SequenceData.from_dataset(dataset, max_len)
+        if not any(k[0] == id(dataset) for k in _DATA_CACHE):
+            _DATA_CACHE.clear()  # one dataset at a time: the benchmark walks datasets in order
+        _DATA_CACHE[key] = SequenceData.from_dataset(dataset, max_len, with_times)
     return _DATA_CACHE[key]
+
+
+def needs_times(cfg: Any) -> bool:
+    return isinstance(cfg, TiSASRecConfig)
 
 
 # -- model construction ------------------------------------------------------------------------
@@ -143,6 +155,8 @@ def build_model(cfg: Any, dataset: RecDataset, max_len: int) -> SeqRecModel:
     """The model for a config dataclass (embeddings are resolved and validated here)."""
     if isinstance(cfg, SASRecConfig):
         return SASRec(dataset.num_items, max_len, cfg)
+    if isinstance(cfg, TiSASRecConfig):
+        return TiSASRec(dataset.num_items, max_len, cfg)
     if isinstance(cfg, MmTransformerConfig):
         text_name = resolve_embedding(dataset, cfg.text_emb, "text", required=True)
         image_name = resolve_embedding(dataset, cfg.image_emb, "image", required=False)
@@ -158,8 +172,26 @@ def build_model(cfg: Any, dataset: RecDataset, max_len: int) -> SeqRecModel:
     raise TypeError(f"no model for config {type(cfg).__name__}")
 
 
+RESIDUAL_FLAGS = ("residual", "streams", "sinkhorn_iters")
+
+
+def apply_residual_flags(cfg: Any, name: str, args: argparse.Namespace) -> Any:
+    """``--residual/--streams/--sinkhorn-iters`` for the models that have them (SASRec, TiSASRec)."""
+    flags = {k: getattr(args, k) for k in RESIDUAL_FLAGS if getattr(args, k, None) is not None}
+    if not flags:
+        return cfg
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    if not set(flags) <= fields:
+        if getattr(args, "model", None) == name:  # asked for this one model explicitly
+            raise ValueError(f"model {name!r} has no {'/'.join('--' + k.replace('_', '-') for k in flags)} option "
+                             "(only sasrec, sasrec-bce and tisasrec do)")
+        return cfg
+    return dataclasses.replace(cfg, **flags)
+
+
 def resolved_model_config(name: str, args: argparse.Namespace, dataset: RecDataset) -> Any:
     cfg = apply_overrides(MODEL_DEFAULTS[name], name, getattr(args, "set", None))
+    cfg = apply_residual_flags(cfg, name, args)
     # Record which embeddings "auto" picked, so results say what was used.
     if isinstance(cfg, MmTransformerConfig):
         cfg = dataclasses.replace(cfg, text_emb=resolve_embedding(dataset, cfg.text_emb, "text", True),
@@ -173,7 +205,7 @@ def run_sequence_model(name: str, dataset: RecDataset, budget_minutes: float, ar
     args._dataset_name = dataset.name
     tcfg = train_config(name, budget_minutes, args)
     mcfg = resolved_model_config(name, args, dataset)
-    data = sequence_data(dataset, tcfg.max_len)
+    data = sequence_data(dataset, tcfg.max_len, with_times=needs_times(mcfg))
     seed_everything(tcfg.seed)
     model = build_model(mcfg, dataset, tcfg.max_len)
     run_config = {"model": name, "dataset": dataset.name, "config": dataclasses.asdict(mcfg), "max_len": tcfg.max_len}

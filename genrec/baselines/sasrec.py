@@ -16,6 +16,7 @@ not have this problem.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from torch import nn
 
 from genrec.baselines.base import SeqRecModel, heads_mask
 from genrec.baselines.data import PAD
+from genrec.baselines.mhc import MHCResidual, check_residual
 
 
 @dataclass
@@ -33,6 +35,9 @@ class SASRecConfig:
     heads: int = 1
     dropout: float = 0.3
     loss: str = "ce"  # "ce" (full softmax) or "bce" (one sampled negative per position)
+    residual: str = "plain"  # "plain" or "mhc" (genrec.baselines.mhc: residual streams mixed per token)
+    streams: int = 4  # mHC streams
+    sinkhorn_iters: int = 20  # mHC: Sinkhorn-Knopp iterations
 
 
 class SASRec(SeqRecModel):
@@ -55,6 +60,8 @@ class SASRec(SeqRecModel):
             nn.Sequential(nn.Linear(d, d), nn.Dropout(cfg.dropout), nn.ReLU(), nn.Linear(d, d), nn.Dropout(cfg.dropout))
             for _ in range(cfg.blocks))
         self.last_norm = nn.LayerNorm(d, eps=1e-8)
+        check_residual(cfg.residual, cfg.streams, cfg.sinkhorn_iters)
+        self.mhc = MHCResidual(d, cfg.streams, cfg.blocks, cfg.sinkhorn_iters) if cfg.residual == "mhc" else None
         self.scale = math.sqrt(d)
         self._init_weights()
 
@@ -65,6 +72,8 @@ class SASRec(SeqRecModel):
                 nn.init.xavier_uniform_(p)
         with torch.no_grad():
             self.item_emb.weight[PAD].zero_()
+        if self.mhc is not None:
+            self.mhc.reset_parameters()  # undo Xavier: mHC starts as the plain residual
 
     def encode(self, inputs: torch.Tensor) -> torch.Tensor:
         if inputs.shape[1] > self.max_len:
@@ -74,12 +83,19 @@ class SASRec(SeqRecModel):
         x = self.item_emb(inputs) * self.scale + self.pos_emb(positions)[None]
         x = self.emb_dropout(x) * keep
         mask = heads_mask(inputs, self.heads)
-        for norm, attn, ffn_norm, ffn in zip(self.attn_norms, self.attns, self.ffn_norms, self.ffns):
-            q = norm(x)
-            a, _ = attn(q, x, x, attn_mask=mask, need_weights=False)
-            x = ffn_norm(q + a)
-            x = (x + ffn(x)) * keep
+        blocks = [functools.partial(self._block, b, mask=mask, keep=keep) for b in range(len(self.attns))]
+        if self.mhc is None:
+            for block in blocks:
+                x = block(x)
+        else:
+            x = self.mhc(x, blocks)
         return self.last_norm(x)
+
+    def _block(self, b: int, x: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        q = self.attn_norms[b](x)
+        a, _ = self.attns[b](q, x, x, attn_mask=mask, need_weights=False)
+        x = self.ffn_norms[b](q + a)
+        return (x + self.ffns[b](x)) * keep
 
     def item_weights(self) -> torch.Tensor:
         return self.item_emb.weight[1:]

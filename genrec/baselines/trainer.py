@@ -29,7 +29,7 @@ from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
 from genrec.baselines.base import SeqRecModel, count_parameters
-from genrec.baselines.data import NegativeSampler, SequenceData, eval_batches
+from genrec.baselines.data import NegativeSampler, SequenceData, eval_batches_with_times
 from genrec.data import Sample
 from genrec.metrics import metrics_from_ranks, ranks_from_scores
 from genrec.utils.io import atomic_dir, atomic_write_json
@@ -111,14 +111,18 @@ def evaluate(score: ScoreFn, samples: Sequence[Sample], batch_size: int = 1024,
     """Full-ranking HR/NDCG over all items (only padding is outside the ranking).
 
     With several processes each rank scores ``samples[rank::world]`` and the ranks are gathered.
+    Samples that carry times (time-aware models) are scored with ``score(inputs, lengths, times)``.
     """
     if accelerator is not None and accelerator.num_processes > 1:
         samples = samples[accelerator.process_index::accelerator.num_processes]
     # similar lengths in a batch: less padding (metrics do not depend on the order)
     samples = sorted(samples, key=lambda s: len(s.history))
     ranks = []
-    for inputs, lengths, targets in eval_batches(samples, batch_size):
-        scores = score(inputs.to(device), lengths.to(device))
+    for inputs, lengths, targets, times in eval_batches_with_times(samples, batch_size):
+        if times is None:
+            scores = score(inputs.to(device), lengths.to(device))
+        else:
+            scores = score(inputs.to(device), lengths.to(device), times.to(device))
         ranks.append(ranks_from_scores(scores.float(), targets.to(device)).cpu())
     flat = torch.cat(ranks).tolist() if ranks else []
     if accelerator is not None and accelerator.num_processes > 1:
@@ -320,7 +324,11 @@ class Trainer:
         if self.sampler is not None:
             gen = torch.Generator().manual_seed(cfg.seed * 7_919 + st.step * acc.num_processes + acc.process_index)
             negatives = self.sampler.sample(users, targets.shape[1], gen).to(acc.device)
-        loss = self.model(inputs.to(acc.device), targets.to(acc.device), negatives)
+        times = self.data.train_times(rows, inputs.shape[1])
+        if times is None:
+            loss = self.model(inputs.to(acc.device), targets.to(acc.device), negatives)
+        else:
+            loss = self.model(inputs.to(acc.device), targets.to(acc.device), negatives, times.to(acc.device))
         acc.backward(loss)
         if cfg.grad_clip > 0:
             acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)

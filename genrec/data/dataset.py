@@ -8,6 +8,7 @@ Files read (all optional except the interactions):
 - ``<ds>.index_lemb.json`` (text codes), ``<ds>.index_vitemb.json`` (image codes).
 - ``<ds>.emb-<model>.npy``: row i = item i (``<ds>.emb-<model>.mask.npy`` marks valid rows).
 - ``<ds>.item2id`` / ``<ds>.user2id``: ``original_id<TAB>index`` maps.
+- ``<ds>.time.json``: ``{user_id: [unix seconds, ...]}`` parallel to ``inter.json`` (``genrec.data.times``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from genrec.data.codes import Codes, count_duplicates, load_codes
 from genrec.data.errors import DataError
 from genrec.data.jsonio import read_json
 from genrec.data.split import Split, leave_one_out
+from genrec.data.times import load_times, time_path
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class RecDataset:
     text_codes_path: Path | None = None
     image_codes_path: Path | None = None
     item2id: dict[str, int] | None = None
+    times: list[list[int | float]] | None = None  # parallel to sequences, when <ds>.time.json exists
     _emb_cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     # -- derived views -----------------------------------------------------------------
@@ -54,8 +57,12 @@ class RecDataset:
     def num_interactions(self) -> int:
         return sum(len(s) for s in self.sequences)
 
-    def split(self, max_history: int = 20) -> Split:
-        return leave_one_out(self.sequences, max_history)
+    def split(self, max_history: int = 20, with_times: bool = False) -> Split:
+        """Leave-one-out samples; ``with_times`` attaches times (an error when there are none)."""
+        if with_times and self.times is None:
+            raise DataError(time_path(self.dir, self.name), f"dataset {self.name} has no interaction times "
+                            "(file not found); prepare it with times, e.g. python -m genrec.data prepare --recbole")
+        return leave_one_out(self.sequences, max_history, self.times if with_times else None)
 
     def codes(self, modality: str) -> Codes:
         codes = self.text_codes if modality == "text" else self.image_codes if modality == "image" else None
@@ -359,6 +366,9 @@ def load_dataset(
                            "genrec.data.make_codes_unique (dedup token) or re-export unique codes", path, dup, num_items)
         loaded[modality] = codes
 
+    times = None
+    if time_path(dir, name).is_file():
+        times = load_times(time_path(dir, name), users, sequences)
     item2id = None
     if (dir / f"{name}.item2id").is_file():
         item2id = load_id_map(dir / f"{name}.item2id")
@@ -367,5 +377,5 @@ def load_dataset(
     return RecDataset(
         name=name, dir=dir, users=users, sequences=sequences, num_items=num_items, item_meta=item_meta,
         text_codes=loaded["text"], image_codes=loaded["image"],
-        text_codes_path=paths["text"], image_codes_path=paths["image"], item2id=item2id,
+        text_codes_path=paths["text"], image_codes_path=paths["image"], item2id=item2id, times=times,
     )

@@ -7,7 +7,8 @@ keys and are read too) or the 2023 release (``<Category>.jsonl[.gz]`` +
 
 - ``NAME.inter.json`` ``{user: [items, oldest first]}``, ``NAME.item.json`` (cleaned title,
   description, brand, categories, image), ``NAME.item2id`` / ``NAME.user2id`` (tab-separated) and
-  ``NAME.image_urls.json`` (first valid image URL per item, ``null`` when there is none).
+  ``NAME.image_urls.json`` (first valid image URL per item, ``null`` when there is none) and
+  ``NAME.time.json`` (unix seconds of every interaction, parallel to ``inter.json``).
 
 Processing order: drop items without metadata (unless ``--keep-items-without-meta``), sort every
 user's events by (time, asin), keep the first of repeated (user, item) events, k-core filter to a
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from genrec.data.errors import DataError
+from genrec.data.times import time_path, write_times
 from genrec.utils.io import atomic_output, atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -384,6 +386,10 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
     atomic_write_json(dir / f"{cfg.dataset}.image_urls.json", image_urls, indent=1)
     _write_id_map(dir / f"{cfg.dataset}.item2id", items)
     _write_id_map(dir / f"{cfg.dataset}.user2id", users)
+    # 2023 dumps give milliseconds; time.json is unix seconds (the order was fixed above, in ms)
+    div = 1000 if release == "2023" else 1
+    write_times(time_path(dir, cfg.dataset), [str(u) for u in range(len(users))],
+                [[t // div for t, _ in seqs[u]] for u in users])
 
     n_inter = sum(len(s) for s in sequences)
     stats.update({
@@ -434,6 +440,15 @@ def link_dataset(src_root: str | Path, name: str, out_root: str | Path) -> list[
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
+    if args.recbole:
+        if args.reviews or args.meta:
+            raise ValueError("--recbole reads atomic files; do not combine it with --reviews/--meta")
+        from genrec.data.recbole import prepare_recbole
+
+        print(json.dumps(prepare_recbole(args.recbole, args.dataset, args.out, args.k_core), indent=2))
+        return 0
+    if not args.reviews:
+        raise ValueError("prepare needs --reviews (Amazon dumps) or --recbole DIR (RecBole atomic files)")
     cfg = PrepareConfig(
         reviews=Path(args.reviews), meta=Path(args.meta) if args.meta else None, dataset=args.dataset,
         out=Path(args.out), release=args.release, k_core=args.k_core, user_k=args.user_k, item_k=args.item_k,
@@ -453,12 +468,14 @@ def _run_link(args: argparse.Namespace) -> int:
 def add_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="convert Amazon 2018/2023 review dumps into a dataset folder",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--reviews", required=True, help="<Category>.json.gz (2018) or <Category>.jsonl[.gz] (2023)")
+    p.add_argument("--reviews", default=None, help="<Category>.json.gz (2018) or <Category>.jsonl[.gz] (2023)")
+    p.add_argument("--recbole", default=None, metavar="DIR",
+                   help="read RecBole atomic files DIR/<dataset>.inter and .item instead (genrec.data.recbole)")
     p.add_argument("--meta", default=None, help="meta_<Category>.json.gz / .jsonl[.gz] (item text and images)")
     p.add_argument("--dataset", required=True, help="output dataset name (folder and file prefix)")
     p.add_argument("--out", default="data", help="data root; files go to <out>/<dataset>/")
     p.add_argument("--release", default="auto", choices=("auto",) + RELEASES)
-    p.add_argument("--k-core", type=int, default=5, help="minimum events per user and per item (default 5)")
+    p.add_argument("--k-core", "--min-count", dest="k_core", type=int, default=5, help="minimum events per user and per item (default 5)")
     p.add_argument("--user-k", type=int, default=None, help="override the user threshold (>= 3)")
     p.add_argument("--item-k", type=int, default=None, help="override the item threshold")
     p.add_argument("--max-text-chars", type=int, default=2000,

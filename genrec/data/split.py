@@ -13,6 +13,9 @@ class Sample:
     user: int
     history: tuple[int, ...]
     target: int
+    # When the dataset has times: the time of each history item and of the target (unix seconds).
+    times: tuple[int | float, ...] | None = None
+    target_time: int | float | None = None
 
 
 @dataclass
@@ -26,14 +29,18 @@ def _capped(items: Sequence[int], max_history: int) -> tuple[int, ...]:
     return tuple(items[-max_history:]) if max_history > 0 else tuple(items)
 
 
-def leave_one_out(sequences: Sequence[Sequence[int]], max_history: int = 20) -> Split:
+def leave_one_out(sequences: Sequence[Sequence[int]], max_history: int = 20,
+                  times: Sequence[Sequence[int | float]] | None = None) -> Split:
     """Split chronological sequences the way the field does.
 
     For a sequence ``s`` of length ``n`` (``n >= 3``): training samples predict ``s[i]`` from
     ``s[:i]`` for ``1 <= i <= n - 3``; validation predicts ``s[n-2]`` from ``s[:n-2]``; test predicts
     ``s[n-1]`` from ``s[:n-1]`` (so the test history includes the validation item). Histories keep
-    the ``max_history`` most recent items (``0`` = no cap).
+    the ``max_history`` most recent items (``0`` = no cap). With ``times`` (parallel to
+    ``sequences``) every sample also carries the times of its history and of its target.
     """
+    if times is not None and len(times) != len(sequences):
+        raise ValueError(f"{len(times)} time lists for {len(sequences)} sequences")
     train: list[Sample] = []
     valid: list[Sample] = []
     test: list[Sample] = []
@@ -41,10 +48,18 @@ def leave_one_out(sequences: Sequence[Sequence[int]], max_history: int = 20) -> 
         n = len(seq)
         if n < 3:
             raise ValueError(f"user {user} has {n} interactions; leave-one-out needs at least 3")
-        for i in range(1, n - 2):
-            train.append(Sample(user, _capped(seq[:i], max_history), int(seq[i])))
-        valid.append(Sample(user, _capped(seq[: n - 2], max_history), int(seq[n - 2])))
-        test.append(Sample(user, _capped(seq[: n - 1], max_history), int(seq[n - 1])))
+        ts = None if times is None else times[user]
+        if ts is not None and len(ts) != n:
+            raise ValueError(f"user {user} has {n} interactions but {len(ts)} times")
+
+        def sample(i: int) -> Sample:
+            if ts is None:
+                return Sample(user, _capped(seq[:i], max_history), int(seq[i]))
+            return Sample(user, _capped(seq[:i], max_history), int(seq[i]), _capped(ts[:i], max_history), ts[i])
+
+        train.extend(sample(i) for i in range(1, n - 2))
+        valid.append(sample(n - 2))
+        test.append(sample(n - 1))
     return Split(train, valid, test)
 
 
