@@ -883,6 +883,8 @@ TRAINING_IDENTITY = ("datasets", "tasks", "max_history", "dedup_codes", "preset"
 
 def config_from_args(mode: str, ns: argparse.Namespace) -> tuple[TrainConfig, bool]:
     given = {k: v for k, v in vars(ns).items() if k not in ("resume", "overwrite", "quick", "log_level")}
+    if ns.resume and ns.overwrite:
+        raise ValueError("give --resume (continue the run) or --overwrite (replace it), not both")
     if ns.resume:
         run = given.get("run")
         if not run:

@@ -29,6 +29,7 @@ class RunLock:
     def __init__(self, run_dir: str | os.PathLike):
         self._file = None
         self.run_dir = Path(run_dir)
+        self._created = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / LOCK_NAME
         # "a+": never truncate a file whose owner is alive; its pid is still to be read
@@ -54,12 +55,21 @@ class RunLock:
 
     def release(self) -> None:
         if self._file is not None:
-            # the file stays (an unlink could race another process that just opened it)
+            # A run that failed before writing anything leaves no folder behind. The lock file is
+            # removed while still locked, so a process that opened it meanwhile is refused rather
+            # than locking a file no one else can see; otherwise the file stays.
+            empty = self._created and [p.name for p in self.run_dir.iterdir()] == [LOCK_NAME]
             with contextlib.suppress(OSError):
-                self._file.seek(0)
-                self._file.truncate()
+                if empty:
+                    self.path.unlink()
+                else:
+                    self._file.seek(0)
+                    self._file.truncate()
             self._file.close()  # closing the last descriptor drops the flock
             self._file = None
+            if empty:
+                with contextlib.suppress(OSError):
+                    self.run_dir.rmdir()
         _held.discard(self)
 
     def __enter__(self) -> "RunLock":
