@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                           modality="text", epochs=args.epochs, batch_size=args.batch_size,
                           eval_every=args.eval_every, device=args.device, threads=args.threads,
                           scheduler=args.scheduler, ae_warmup_epochs=args.ae_warmup_epochs,
-                          run_dir=str(run_dir), progress=False, quantizer=QuantizerConfig(kind=kind))
+                          run_dir=str(run_dir), progress=False, quantizer=QuantizerConfig(kind=kind),
+                          overwrite=True)  # the benchmark owns its run folders and re-measures
         for key, value in {**extra, **overrides}.items():
             setattr(cfg, key, value)
         t0, c0 = time.perf_counter(), time.process_time()

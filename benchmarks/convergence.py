@@ -87,7 +87,7 @@ def _genrec_point(dataset, model: str, budget: float, args: argparse.Namespace, 
     from genrec.baselines.genrec_entry import GenRecEntryConfig, evaluate_genrec_run, genrec_train_config
     from genrec.baselines.registry import apply_overrides
     from genrec.model import load_model
-    from genrec.training import Trainer, TrainConfig
+    from genrec.training import TrainConfig, train
 
     lever = dict(VARIANTS[model])
     if lever.pop("seminit", False):
@@ -103,11 +103,11 @@ def _genrec_point(dataset, model: str, budget: float, args: argparse.Namespace, 
     if last.is_file():  # continue the same run up to the new budget
         saved = TrainConfig.from_json(json.loads(last.read_text(encoding="utf-8")))
         tcfg = dataclasses.replace(saved, time_budget_minutes=budget)
-        summary = Trainer(tcfg, resume=True).fit()
+        summary = train(tcfg, resume=True)
     else:
         tcfg = genrec_train_config(dataset, cfg, budget, out_dir=run_dir.parent, run=model, epochs=args.epochs or 200,
                                    threads=args.threads, budget_clock="cpu")
-        summary = Trainer(tcfg).fit()
+        summary = train(tcfg)
     if summary["stop_reason"] in ("signal", "stop_after_steps"):
         # interrupted before the budget: no point; the next invocation resumes the run
         raise KeyboardInterrupt(f"{run_dir} stopped by {summary['stop_reason']} at step {summary['step']}")

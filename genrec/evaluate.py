@@ -7,7 +7,10 @@
 Writes (atomically, main process only) ``<run>/eval/<dataset>-<task>-<split>.metrics.json`` and
 ``...predictions.jsonl`` (one line per user: user, target, ranked items, their scores = total
 log-probabilities of the beams, and the target's rank, 0 when absent), and prints a table.
-``genrec.fusion`` merges the text and image predictions.
+``genrec.fusion`` merges the text and image predictions. A ``--max-users`` subset or a
+``--checkpoint`` other than best is written under its own name (``...-<split>-500users-seed0``,
+``...-<split>-last``); a result file made with other settings (model, beams, topk, users) is not
+replaced without ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,6 +30,7 @@ import torch
 
 from genrec.data.errors import DataError
 from genrec.metrics import format_table, ranks_from_lists
+from genrec.run_checks import check_trained
 from genrec.utils.io import atomic_output, atomic_write_json
 
 logger = logging.getLogger("genrec.evaluate")
@@ -51,11 +56,54 @@ class EvalConfig:
     threads: int = 0
     out_dir: str | None = None   # default <ckpt>/eval
     progress: bool = True
+    overwrite: bool = False      # replace a result file produced with other settings
     ks: tuple[int, ...] = field(default=KS)
 
 
-def result_stem(dataset: str, task_name: str, split: str) -> str:
-    return f"{dataset}-{task_name}-{split}"
+def result_stem(dataset: str, task_name: str, split: str, *, max_users: int = 0, seed: int = 0,
+                checkpoint: str = "best") -> str:
+    """``<dataset>-<task>-<split>`` for the full evaluation of ``best/`` (what fusion, the report and
+    the benchmarks read); a user subset or another checkpoint gets its own name, so a quick check
+    never replaces the full result."""
+    stem = f"{dataset}-{task_name}-{split}"
+    if max_users:
+        stem += f"-{max_users}users-seed{seed}"
+    if checkpoint != "best":
+        stem += "-" + re.sub(r"[^A-Za-z0-9_.]+", "_", checkpoint).strip("_.")
+    return stem
+
+
+# the settings that decide a result's numbers; a file made with others is not replaced silently
+SETTING_KEYS = ("model_dir", "beams", "topk", "users", "split")
+
+
+def check_replaceable(path: Path, record: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to replace ``path`` when it holds a result produced with other settings."""
+    if overwrite or not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return  # a torn or foreign file holds no result worth keeping
+    differ = [k for k in SETTING_KEYS if k in old and old[k] != record[k]]
+    if differ:
+        shown = ", ".join(f"{k} {old[k]} -> {record[k]}" for k in differ)
+        raise ValueError(f"{path} holds a result produced with other settings ({shown}); pass --overwrite to "
+                         "replace it or --out-dir to write elsewhere")
+
+
+def check_eval_config(cfg: "EvalConfig") -> None:
+    """Every numeric flag in range (a negative batch size used to decode nothing and score 0)."""
+    if cfg.split not in ("test", "valid"):
+        raise ValueError(f"--split must be test or valid, not {cfg.split!r}")
+    for flag, value, low in (("--beams", cfg.beams, 1), ("--topk", cfg.topk, 1),
+                             ("--batch-size", cfg.batch_size, 0), ("--max-users", cfg.max_users, 0),
+                             ("--threads", cfg.threads, 0), ("--seed", cfg.seed, 0)):
+        if value < low:
+            zero = {"--batch-size": " (0 = auto)", "--max-users": " (0 = all users)", "--threads": " (0 = default)"}
+            raise ValueError(f"{flag} must be >= {low}{zero.get(flag, '')}, got {value}")
+    if cfg.direction is not None and cfg.direction not in (0, 1):
+        raise ValueError(f"--direction must be 0 or 1, got {cfg.direction}")
 
 
 def write_predictions(path: Path, records: Sequence[dict[str, Any]]) -> None:
@@ -92,10 +140,7 @@ def run_evaluation(cfg: EvalConfig, accelerator=None) -> dict[str, Any]:
     from genrec.evaluation import build_sources, evaluate_samples, open_run, task_direction
     from genrec.tasks import get_task
 
-    if cfg.split not in ("test", "valid"):
-        raise ValueError(f"--split must be test or valid, not {cfg.split!r}")
-    if cfg.beams < 1 or cfg.topk < 1:
-        raise ValueError("--beams and --topk must be >= 1")
+    check_eval_config(cfg)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     if accelerator is None:
@@ -109,6 +154,7 @@ def run_evaluation(cfg: EvalConfig, accelerator=None) -> dict[str, Any]:
     ds = run.load_dataset(cfg.dataset, cfg.data_root)
     codes = run.codes(ds)
     d = task.directions[direction]
+    check_trained(run.config, run.dir, ds.name, [task.name], (d.source, d.target))
     for modality in (d.source, d.target):
         if modality not in codes:
             raise DataError(ds.dir, f"dataset {ds.name} has no {modality} codes, which task {task.name} needs")
@@ -122,6 +168,11 @@ def run_evaluation(cfg: EvalConfig, accelerator=None) -> dict[str, Any]:
     targets = [s.target for s in samples]
     batch_size = cfg.batch_size or (256 if accelerator.device.type == "cuda" else 32)
 
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else run.dir / "eval"
+    stem = result_stem(ds.name, task_name, cfg.split, max_users=cfg.max_users, seed=cfg.seed, checkpoint=cfg.checkpoint)
+    # before decoding: a refusal should not cost a full evaluation first
+    check_replaceable(out_dir / f"{stem}.metrics.json", {"model_dir": str(run.model_dir), "beams": cfg.beams,
+                      "topk": cfg.topk, "users": len(samples), "split": cfg.split}, cfg.overwrite)
     t0 = time.perf_counter()
     metrics, ranked, scores = evaluate_samples(
         run.model, run.tokenizer, codes[d.target], sources, targets, beams=cfg.beams, topk=cfg.topk,
@@ -141,8 +192,6 @@ def run_evaluation(cfg: EvalConfig, accelerator=None) -> dict[str, Any]:
         "metrics": metrics,
     }
     if main:
-        out_dir = Path(cfg.out_dir) if cfg.out_dir else run.dir / "eval"
-        stem = result_stem(ds.name, task_name, cfg.split)
         ranks = ranks_from_lists(ranked, targets)
         write_predictions(out_dir / f"{stem}.predictions.jsonl", [
             {"user": ds.users[s.user], "user_index": s.user, "target": s.target, "rank": int(r),
@@ -174,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0 = default)")
     p.add_argument("--out-dir", default=None, help="where to write results (default <ckpt>/eval)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--overwrite", action="store_true", help="replace a result file produced with other settings")
     return p
 
 

@@ -230,8 +230,12 @@ class LoadedRun:
         root = data_root if data_root is not None else cfg.get("data_root", "data")
         # explicit code files are only valid for the (single) dataset the run was trained on
         same = trained == [name]
-        return load_dataset(root, name, text_codes=cfg.get("text_codes") if same else None,
-                            image_codes=cfg.get("image_codes") if same else None)
+        ds = load_dataset(root, name, text_codes=cfg.get("text_codes") if same else None,
+                          image_codes=cfg.get("image_codes") if same else None)
+        from genrec.run_checks import check_code_files
+
+        check_code_files(cfg, self.dir, ds)
+        return ds
 
     def codes(self, dataset: RecDataset) -> dict[str, list[tuple[str, ...]]]:
         return dataset_codes(dataset, dedup=bool(self.config.get("dedup_codes", True)))

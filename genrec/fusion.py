@@ -183,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rrf-k", type=float, default=d.rrf_k)
     p.add_argument("--bonus", type=float, default=d.bonus, help="bonus of the published rule")
     p.add_argument("--topk", type=int, default=d.topk, help="length of the fused list")
+    # which evaluation to fuse: the same flags genrec.evaluate named its result files by
+    p.add_argument("--max-users", type=int, default=0, help="fuse the evaluation of this user subset (0 = all users)")
+    p.add_argument("--seed", type=int, default=0, help="seed of that --max-users subset")
+    p.add_argument("--checkpoint", default="best", help="fuse the evaluation of this checkpoint")
     return p
 
 
@@ -201,14 +205,15 @@ def main(argv: list[str] | None = None) -> int:
         cfg.check()
         text_dir = Path(args.ckpt) / "eval"
         image_dir = Path(args.image_ckpt or args.ckpt) / "eval"
-        text_path = text_dir / f"{result_stem(args.dataset, args.text_task, args.split)}.predictions.jsonl"
-        image_path = image_dir / f"{result_stem(args.dataset, args.image_task, args.split)}.predictions.jsonl"
+        which = dict(max_users=args.max_users, seed=args.seed, checkpoint=args.checkpoint)
+        text_path = text_dir / f"{result_stem(args.dataset, args.text_task, args.split, **which)}.predictions.jsonl"
+        image_path = image_dir / f"{result_stem(args.dataset, args.image_task, args.split, **which)}.predictions.jsonl"
         text, image = read_predictions(text_path), read_predictions(image_path)
         rows, fused = fuse_predictions(text, image, cfg)
     except (DataError, ValueError, FileNotFoundError) as e:
         print(f"genrec.fusion: error: {e}", file=sys.stderr)
         return 2
-    stem = result_stem(args.dataset, "fused", args.split)
+    stem = result_stem(args.dataset, "fused", args.split, **which)
     record = {"dataset": args.dataset, "split": args.split, "users": len(text), "rule": cfg.rule,
               "weights": list(cfg.weights), "rrf_k": cfg.rrf_k, "bonus": cfg.bonus, "topk": cfg.topk,
               "text_predictions": str(text_path), "image_predictions": str(image_path),

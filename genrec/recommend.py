@@ -29,6 +29,7 @@ from typing import Sequence
 import torch
 
 from genrec.data.errors import DataError
+from genrec.run_checks import check_trained
 
 logger = logging.getLogger("genrec.recommend")
 
@@ -109,6 +110,7 @@ class Recommender:
 
         task = get_task(task_name)
         d = task.directions[0]
+        check_trained(self.run.config, self.run.dir, self.dataset.name, [task_name], (d.source, d.target))
         for modality in (d.source, d.target):
             if modality not in self.codes:
                 raise DataError(self.dataset.dir, f"dataset {self.dataset.name} has no {modality} codes, "

@@ -41,6 +41,8 @@ from genrec.tasks import get_task, parse_tasks, resolve_tasks
 from genrec.tokenizer import VocabConfig, build_tokenizer, load_tokenizer
 from genrec.utils.io import append_jsonl, atomic_dir, atomic_output, atomic_write_json, atomic_write_text
 from genrec.utils.rng import rng_state, seed_everything, set_rng_state
+from genrec.run_checks import code_fingerprints
+from genrec.utils.runlock import claim_run_dir, released_on_exit
 
 logger = logging.getLogger("genrec.training")
 
@@ -343,7 +345,7 @@ def _load_evaluator() -> Callable | None:
 class Trainer:
     """Builds everything a run needs from a TrainConfig, then ``fit()`` runs the loop."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False):
+    def __init__(self, cfg: TrainConfig, resume: bool = False, overwrite: bool = False):
         from accelerate import Accelerator
         from accelerate.utils import broadcast_object_list
 
@@ -369,10 +371,11 @@ class Trainer:
             cfg.run = name[0]
         self.run_dir = Path(cfg.output_dir) / cfg.run
         self.ckpt_dir = self.run_dir / "checkpoints" / "last"
+        # held until this process ends or train() returns; a second run into the folder fails here
+        self.run_lock = claim_run_dir(self.run_dir, main=self.main, resume=resume, overwrite=overwrite,
+                                      broadcast=broadcast_object_list)
         if resume and not (self.ckpt_dir / "trainer_state.json").is_file():
             raise FileNotFoundError(f"--resume: no checkpoint in {self.ckpt_dir}")
-        if not resume and (self.ckpt_dir / "trainer_state.json").is_file():
-            raise ValueError(f"run folder {self.run_dir} already holds a checkpoint; pass --resume to continue it or choose another --run")
         self.resume = resume
 
         # tokenizer (and the pretrained model's, which must be identical)
@@ -428,7 +431,9 @@ class Trainer:
             self._load_checkpoint()
         elif self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.run_dir / "config.json", cfg.to_json(), indent=2)
+            # the code files' hashes let evaluation refuse codes the model never saw
+            fingerprints = code_fingerprints(cfg.data_root, cfg.datasets, cfg.text_codes, cfg.image_codes)
+            atomic_write_json(self.run_dir / "config.json", {**cfg.to_json(), "code_files": fingerprints}, indent=2)
             with atomic_dir(self.run_dir / "tokenizer") as tmp:
                 self.tokenizer.save_pretrained(str(tmp))
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
@@ -925,9 +930,13 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
-    """Run (or resume) a training run; returns a summary dict."""
-    return Trainer(cfg, resume=resume).fit()
+def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Run (or resume) a training run; returns a summary dict.
+
+    ``overwrite`` replaces a run folder that already holds a run (otherwise refused unless ``resume``).
+    """
+    with released_on_exit():
+        return Trainer(cfg, resume=resume, overwrite=overwrite).fit()
 
 
 # -- command line --------------------------------------------------------------------------------
@@ -964,6 +973,8 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
 
     p.add_argument("--recipe", dest="recipe", help=f"start from a named recipe ({', '.join(available())}) or a .toml "
                    "file; flags given here override it (default: the paper's settings)")
+    p.add_argument("--overwrite", action="store_true", default=False,
+                   help="replace what an earlier run left in --run (best/, checkpoints/, eval/)")
     p.add_argument("--quick", action="store_true", default=False,
                    help="small default run: Synthetic dataset, tiny preset, a few epochs")
     p.add_argument("--log-level", default="INFO", help="logging level")
@@ -978,7 +989,9 @@ TRAINING_IDENTITY = ("datasets", "tasks", "max_history", "dedup_codes", "preset"
 
 
 def config_from_args(mode: str, ns: argparse.Namespace) -> tuple[TrainConfig, bool]:
-    given = {k: v for k, v in vars(ns).items() if k not in ("resume", "quick", "log_level")}
+    given = {k: v for k, v in vars(ns).items() if k not in ("resume", "overwrite", "quick", "log_level")}
+    if ns.resume and ns.overwrite:
+        raise ValueError("give --resume (continue the run) or --overwrite (replace it), not both")
     if ns.resume:
         run = given.get("run")
         if not run:
@@ -1013,7 +1026,7 @@ def cli_main(mode: str, argv: Sequence[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # save_pretrained's per-shard bar
     try:
         cfg, resume = config_from_args(mode, ns)
-        result = train(cfg, resume=resume)
+        result = train(cfg, resume=resume, overwrite=ns.overwrite)
     except (DataError, ValueError, FileNotFoundError) as e:
         if is_main:
             print(f"genrec.{mode}: error: {e}", file=sys.stderr)

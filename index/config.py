@@ -102,6 +102,7 @@ class TrainConfig:
     threads: int = _opt(0, "torch CPU threads (0 = torch default); 1 is often fastest on a busy machine")
     run_dir: str = _opt("", "output folder (default log/index/<datasets>-<modality>-<kind>)")
     resume: bool = _opt(False, "continue from <run_dir>/last")
+    overwrite: bool = _opt(False, "replace the best/ and last/ an earlier run left in <run_dir>")
     progress: bool = _opt(True, "show a tqdm progress bar")
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
 

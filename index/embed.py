@@ -508,11 +508,22 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def at_least(low: int):
+        def parse(text: str) -> int:
+            try:
+                value = int(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+            if value < low:
+                raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+            return value
+        return parse
+
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data-root", type=Path, default=Path("data"))
         p.add_argument("--dataset", required=True)
         p.add_argument("--normalize", action="store_true", help="L2-normalise every row")
-        p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+        p.add_argument("--threads", type=at_least(0), default=None, help="torch CPU threads (0 = default)")
         p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
         p.add_argument("--no-progress", action="store_true")
 
@@ -520,8 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(t)
     t.add_argument("--model", default=None, help="encoder folder or hub name (default: bundled all-MiniLM-L6-v2)")
     t.add_argument("--name", default=None, help="name in <ds>.emb-<name>.npy (default: from the model)")
-    t.add_argument("--batch-size", type=int, default=TextEmbedConfig.batch_size)
-    t.add_argument("--max-length", type=int, default=TextEmbedConfig.max_length, help="tokens per text")
+    t.add_argument("--batch-size", type=at_least(1), default=TextEmbedConfig.batch_size)
+    t.add_argument("--max-length", type=at_least(1), default=TextEmbedConfig.max_length, help="tokens per text")
     t.add_argument("--mode", choices=("concat", "mean"), default=TextEmbedConfig.mode,
                    help="concat (default): 'title. description' as one text; "
                         "mean: title and description embedded separately, then averaged")
@@ -536,8 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--cache-dir", type=Path, default=None, help="download cache (default <ds folder>/image_cache)")
     i.add_argument("--on-missing", choices=("fail", "zero"), default="fail",
                    help="fail: stop listing the items; zero: zero row + <ds>.emb-<name>.mask.npy")
-    i.add_argument("--batch-size", type=int, default=ImageEmbedConfig.batch_size)
-    i.add_argument("--download-workers", type=int, default=ImageEmbedConfig.download_workers)
+    i.add_argument("--batch-size", type=at_least(1), default=ImageEmbedConfig.batch_size)
+    i.add_argument("--download-workers", type=at_least(1), default=ImageEmbedConfig.download_workers)
     return parser
 
 

@@ -32,6 +32,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from genrec.data import DataError
 from genrec.utils.io import append_jsonl, atomic_write_json
+from genrec.utils.runlock import claim_run_dir, released_on_exit
 from index.checkpoint import load_model, load_training_state, save_checkpoint
 from index.config import (QuantizerConfig, TrainConfig, add_dataclass_args, load_json_config,
                           overrides_from_args)
@@ -150,12 +151,23 @@ def restart_dead_codes(model: SemanticQuantizer, optimizer: torch.optim.Optimize
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run (or resume) one training; returns a summary with the best metrics and paths."""
+    """Run (or resume) one training; returns a summary with the best metrics and paths.
+
+    The run folder is locked while it runs; a fresh run into a folder that holds ``best/`` or
+    ``last/`` is refused unless ``cfg.overwrite``.
+    """
+    with released_on_exit():
+        return _train(cfg)
+
+
+def _train(cfg: TrainConfig) -> dict[str, Any]:
     cfg.validate()
     device = resolve_device(cfg.device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     run_dir = cfg.resolved_run_dir()
+    run_lock = claim_run_dir(run_dir, resume=cfg.resume, overwrite=cfg.overwrite, outputs=("best", "last"),  # noqa: F841
+                             also_remove=())
     last_dir, best_dir = run_dir / "last", run_dir / "best"
     metrics_path = run_dir / "metrics.jsonl"
     data = load_embedding_set(cfg.data_root, cfg.datasets, cfg.embedding)

@@ -8,7 +8,7 @@ prepare_synthetic() {
     if [ "$mod" = text ]; then file=data/Synthetic/Synthetic.index_lemb.json; else file=data/Synthetic/Synthetic.index_vitemb.json; fi
     if [ ! -f "$file" ]; then
       python -m index.train --data-root data --dataset Synthetic --embedding "synthetic-$mod" --modality "$mod" \
-        --kind rqkmeans --codebook-size 32 --threads 1 --no-progress --run-dir "log/index/Synthetic-$mod-quick"
+        --kind rqkmeans --codebook-size 32 --threads 1 --no-progress --overwrite --run-dir "log/index/Synthetic-$mod-quick"
       python -m index.generate_codes --data-root data --dataset Synthetic --ckpt "log/index/Synthetic-$mod-quick/best"
     fi
   done

@@ -9,7 +9,8 @@
 # Environment: SPLIT (test|valid, default test), RULE (auto|prob|rawprob|rrf|published, default auto: rawprob for constrained-objective runs, else prob),
 # LAUNCH (a launcher prefix, e.g. "accelerate launch --multi_gpu --num_processes 2 --num_machines 1
 # --mixed_precision no --dynamo_backend no"; default: plain python).
-# Results: RUN_DIR/eval/<dataset>-{seqrec,seqimage,fused}-<split>.metrics.json (+ predictions).
+# Results: RUN_DIR/eval/<dataset>-{seqrec,seqimage,fused}-<split>.metrics.json (+ predictions);
+# with --max-users N / --checkpoint C the names gain -Nusers-seedS / -C (genrec.evaluate.result_stem).
 set -euo pipefail
 
 RUN_DIR="${1:-log/quickstart}"
@@ -35,5 +36,15 @@ for task in seqrec seqimage; do
     "${runner[@]}" --ckpt "$RUN_DIR" --dataset "$DATASET" --task "$task" --split "$SPLIT" "$@"
 done
 
+# the flags that name evaluation files (genrec.evaluate.result_stem) go to fusion too
+fusion_args=()
+while (( $# )); do
+    case "$1" in
+        --max-users|--seed|--checkpoint) fusion_args+=("$1" "${2:-}"); shift $(( $# > 1 ? 2 : 1 )) ;;
+        --max-users=*|--seed=*|--checkpoint=*) fusion_args+=("$1"); shift ;;
+        *) shift ;;
+    esac
+done
+
 echo "== $DATASET late fusion ($RULE) =="
-python -m genrec.fusion --ckpt "$RUN_DIR" --dataset "$DATASET" --split "$SPLIT" --rule "$RULE"
+python -m genrec.fusion --ckpt "$RUN_DIR" --dataset "$DATASET" --split "$SPLIT" --rule "$RULE" ${fusion_args[@]+"${fusion_args[@]}"}

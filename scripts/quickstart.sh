@@ -35,7 +35,7 @@ done
 step "3/8 one text and one image RQ-VAE shared by both domains"
 DATASETS=Synthetic,SyntheticPre DATA_ROOT="$DATA_ROOT" TEXT_EMB=all-MiniLM-L6-v2 IMAGE_EMB=synthetic-image \
     EPOCHS="${INDEX_EPOCHS:-30}" BATCH_SIZE=64 EVAL_EVERY=10 THREADS=1 \
-    EXTRA_ARGS="--no-progress --codebook-size 16 --hidden-dims 256,128,64 --code-dim 16" bash scripts/run.sh
+    EXTRA_ARGS="--no-progress --overwrite --codebook-size 16 --hidden-dims 256,128,64 --code-dim 16" bash scripts/run.sh
 
 step "4/8 unique semantic IDs for every item"
 DATASETS=Synthetic,SyntheticPre DATA_ROOT="$DATA_ROOT" THREADS=1 bash scripts/gen_codes.sh
@@ -44,14 +44,14 @@ step "5/8 pretrain the generator on SyntheticPre (seqrec + seqimage)"
 "$PY" genrec/pretrain.py --datasets SyntheticPre --data-root "$DATA_ROOT" --tasks seqrec,seqimage \
     --preset small --epochs "${PRETRAIN_EPOCHS:-2}" --batch-size 128 --micro-batch-size 128 --lr 5e-3 \
     --scheduler constant --warmup-ratio 0.05 --select-metric valid_loss --num-threads 1 --no-progress \
-    --output-dir "$(dirname "$RUN")" --run "$(basename "$RUN")-pretrain"
+    --overwrite --output-dir "$(dirname "$RUN")" --run "$(basename "$RUN")-pretrain"
 
 step "6/8 finetune on Synthetic with five tasks, selecting on validation NDCG@10"
 "$PY" genrec/finetune.py --dataset Synthetic --data-root "$DATA_ROOT" \
     --tasks seqrec,seqimage,item2image,image2item,fusionseqrec --init "$RUN-pretrain" \
     --epochs "${FINETUNE_EPOCHS:-8}" --batch-size 128 --micro-batch-size 128 --lr 5e-3 --scheduler cosine \
     --warmup-ratio 0.05 --select-metric ndcg@10 --eval-users 200 --eval-every-epochs 2 --patience 3 --num-threads 1 --no-progress \
-    --output-dir "$(dirname "$RUN")" --run "$(basename "$RUN")"
+    --overwrite --output-dir "$(dirname "$RUN")" --run "$(basename "$RUN")"
 
 step "7/8 evaluation: text, image and fused, full ranking over all test users"
 bash scripts/evaluate.sh "$RUN" Synthetic --data-root "$DATA_ROOT" --no-progress

@@ -136,7 +136,8 @@ def test_cli_writes_metrics_and_predictions(run_dir, capsys):
 def test_cli_subset_and_valid_split(run_dir, tmp_path):
     assert evaluate_main(["--ckpt", str(run_dir), "--dataset", NAME, "--split", "valid", "--max-users", "9",
                           "--beams", "4", "--topk", "4", "--no-progress", "--out-dir", str(tmp_path)]) == 0
-    record = json.loads((tmp_path / f"{NAME}-seqrec-valid.metrics.json").read_text())
+    # a subset is named by its size and seed: it never replaces the full result
+    record = json.loads((tmp_path / f"{NAME}-seqrec-valid-9users-seed0.metrics.json").read_text())
     assert record["users"] == 9 and not record["all_users"]
 
 

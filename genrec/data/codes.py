@@ -48,11 +48,12 @@ def parse_code(code: Sequence[str]) -> tuple[int, ...]:
     return tuple(out)
 
 
-def load_codes(path: str | Path, num_items: int | None = None) -> Codes:
+def load_codes(path: str | Path, num_items: int | None = None, modality: str | None = None) -> Codes:
     """Read a code file into a list indexed by item id, validating every entry.
 
     Every item id in ``0..num_items-1`` must have a code; all codes must have the same length and
-    use one level letter per position.
+    use the level letters in order (``a, b, c, ...`` for text, ``A, B, C, ...`` for image; with
+    ``modality`` given, the letters must be that modality's).
     """
     path = Path(path)
     raw = read_json(path)
@@ -86,6 +87,7 @@ def load_codes(path: str | Path, num_items: int | None = None) -> Codes:
     codes = [by_id[i] for i in range(n)]
     length = len(codes[0])
     letters = [CODE_TOKEN.match(t).group(1) for t in codes[0]]
+    _check_level_letters(path, "".join(letters), modality)
     for i, code in enumerate(codes):
         if len(code) != length:
             raise DataError(path, f"item {i}: code has {len(code)} tokens, item 0 has {length}")
@@ -93,6 +95,19 @@ def load_codes(path: str | Path, num_items: int | None = None) -> Codes:
         if got != letters:
             raise DataError(path, f"item {i}: level letters {''.join(got)} differ from item 0's {''.join(letters)}")
     return codes
+
+
+def _check_level_letters(path: Path, letters: str, modality: str | None) -> None:
+    # The tokenizer keys tokens by letter: image letters in a text file, or levels out of order,
+    # would train a model on tokens that mean something else.
+    expected = {"text": TEXT_LEVELS, "image": IMAGE_LEVELS}
+    kind = modality or ("image" if letters[:1].isupper() else "text")
+    want = modality_levels(kind)[:len(letters)]
+    if letters != want:
+        if modality and letters == expected["image" if modality == "text" else "text"][:len(letters)]:
+            raise DataError(path, f"{modality} codes are written with {'image' if modality == 'text' else 'text'} "
+                                  f"level letters ({letters}); {modality} codes use {want}")
+        raise DataError(path, f"item 0: level letters {letters} are not the levels in order (expected {want})")
 
 
 def duplicate_groups(codes: Codes) -> list[list[int]]:

@@ -283,7 +283,9 @@ def load_item_meta(path: Path) -> dict[int, dict[str, Any]]:
 
 
 def load_id_map(path: Path) -> dict[str, int]:
-    out = {}
+    """``original_id<TAB>index`` lines; one index per id and one id per index."""
+    out: dict[str, int] = {}
+    owner: dict[int, str] = {}
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
@@ -291,7 +293,12 @@ def load_id_map(path: Path) -> dict[str, int]:
             parts = line.rstrip("\n").split("\t")
             if len(parts) != 2 or not parts[1].strip().lstrip("-").isdigit():
                 raise DataError(path, f"line {lineno}: expected 'original_id<TAB>index'")
-            out[parts[0]] = int(parts[1])
+            key, index = parts[0], int(parts[1])
+            if key in out:
+                raise DataError(path, f"line {lineno}: id {key!r} is listed twice (indices {out[key]} and {index})")
+            if index in owner:
+                raise DataError(path, f"line {lineno}: ids {owner[index]!r} and {key!r} are both mapped to index {index}")
+            out[key], owner[index] = index, key
     return out
 
 
@@ -316,6 +323,15 @@ def _default_code_path(dir: Path, name: str, modality: str) -> Path | None:
         if len(others) == 1:
             return others[0]
     return None
+
+
+def code_paths(dir: Path, name: str, text_codes: str | Path | None = None,
+               image_codes: str | Path | None = None) -> dict[str, Path | None]:
+    """The code file of each modality that :func:`load_dataset` reads (None: the modality is absent)."""
+    return {
+        "text": Path(text_codes) if text_codes else _default_code_path(dir, name, "text"),
+        "image": Path(image_codes) if image_codes else _default_code_path(dir, name, "image"),
+    }
 
 
 def load_dataset(
@@ -350,16 +366,13 @@ def load_dataset(
     else:
         num_items = max_id + 1
 
-    paths = {
-        "text": Path(text_codes) if text_codes else _default_code_path(dir, name, "text"),
-        "image": Path(image_codes) if image_codes else _default_code_path(dir, name, "image"),
-    }
+    paths = code_paths(dir, name, text_codes, image_codes)
     loaded: dict[str, Codes | None] = {}
     for modality, path in paths.items():
         if path is None:
             loaded[modality] = None
             continue
-        codes = load_codes(path, num_items)
+        codes = load_codes(path, num_items, modality)
         dup = count_duplicates(codes)
         if dup:
             logger.warning("%s: %d of %d items share their code with another item; use "
