@@ -43,11 +43,23 @@ def test_item2id_sets_the_bound(tmp_path):
         load_dataset(tmp_path, "Toy")
 
 
+def _vm_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    return 64 << 30
+
+
 def test_code_file_without_item_count_is_bounded_by_its_length(tmp_path):
     path = tmp_path / "codes.json"
     path.write_text(json.dumps({"0": ["<a_0>"], "1": ["<a_1>"], str(10**12): ["<a_2>"]}))
-    with pytest.raises(DataError, match=r"out of range 0..2 \(first: \[1000000000000\]"):
-        load_codes(path)
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (_vm_bytes() + (3 << 30), hard))
+    try:  # an unbounded version hits MemoryError here instead of taking the machine's memory
+        with pytest.raises(DataError, match=r"out of range 0..2 \(first: \[1000000000000\]"):
+            load_codes(path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def test_stats_cli_is_bounded(tmp_path):
