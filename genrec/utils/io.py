@@ -90,3 +90,33 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def read_jsonl(path: str | os.PathLike, tolerate_torn_tail: bool = True) -> list[dict]:
+    """The records of a JSON-lines file written by ``append_jsonl``.
+
+    A crash while appending can leave the final line half-written; with ``tolerate_torn_tail``
+    that line is dropped with a warning naming the file. A malformed line anywhere else is not a
+    torn write, so it is an error naming the file and line.
+    """
+    import logging
+
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    last = max((k for k, ln in enumerate(lines) if ln.strip()), default=-1)
+    records = []
+    for k, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            if k == last and tolerate_torn_tail:
+                logging.getLogger(__name__).warning("%s: dropped a torn final line %d (%s): %.60r",
+                                                    path, k + 1, e.msg, line)
+                break
+            raise ValueError(f"{path}: line {k + 1}: malformed JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(rec, dict):
+            raise ValueError(f"{path}: line {k + 1}: expected a JSON object, got {type(rec).__name__}")
+        records.append(rec)
+    return records
