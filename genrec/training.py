@@ -40,6 +40,7 @@ from genrec.data_pipeline import (
 from genrec.tasks import get_task, parse_tasks, resolve_tasks
 from genrec.tokenizer import VocabConfig, build_tokenizer, load_tokenizer
 from genrec.utils.io import append_jsonl, atomic_dir, atomic_output, atomic_write_json, atomic_write_text
+from genrec.utils.io import read_jsonl
 from genrec.utils.rng import rng_state, seed_everything, set_rng_state
 from genrec.run_checks import code_fingerprints
 from genrec.utils.runlock import claim_run_dir, released_on_exit
@@ -748,9 +749,8 @@ class Trainer:
             # drop log lines written after the checkpoint by the interrupted run
             path = self.run_dir / "metrics.jsonl"
             if path.is_file():
-                keep = [ln for ln in path.read_text(encoding="utf-8").splitlines()
-                        if ln.strip() and json.loads(ln).get("step", 0) <= self.state.step]
-                atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+                keep = [r for r in read_jsonl(path, tolerate_torn_tail=True) if r.get("step", 0) <= self.state.step]
+                atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
         logger.info("resumed %s at step %d (epoch %d, batch %d)", self.run_dir, self.state.step,
                     self.state.epoch, self.state.batch_in_epoch)
 

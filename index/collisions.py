@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+from tqdm.auto import tqdm
 
 from genrec.data import format_code, make_codes_unique, parse_code
 from index.metrics import collision_stats, group_sizes
@@ -89,6 +90,26 @@ def _capacity(rq: ResidualQuantizer) -> int:
 
 OBJECTIVES = ("prefix", "distance")
 
+# Candidate (item, code) pairs one assignment round may build: each costs about 100 bytes through
+# np.unique and the sparse matrix, so the default keeps a round near 1 GB and a few minutes.
+DEFAULT_MAX_CANDIDATES = 10_000_000
+
+
+def candidate_count(colliding: int, levels: int, beam: int) -> int:
+    """Candidates of one round: each colliding item's own code plus a beam per prefix depth."""
+    return colliding * (1 + levels * beam)
+
+
+def assignment_beams(colliding: int, levels: int, start: int, capacity: int, max_candidates: int) -> list[int]:
+    """The beams the doubling search would try (``start`` .. ``capacity``) that fit ``max_candidates``."""
+    beams, beam = [], min(start, capacity)
+    while candidate_count(colliding, levels, beam) <= max_candidates:
+        beams.append(beam)
+        if beam >= capacity:
+            break
+        beam = min(capacity, beam * 2)
+    return beams
+
 
 class AssignmentPolicy:
     """Exact reassignment of colliding items to unused codes, over beam-searched candidates.
@@ -103,9 +124,14 @@ class AssignmentPolicy:
 
     name = "assign"
 
-    def __init__(self, beam: int = 16, objective: str = "prefix"):
+    def __init__(self, beam: int = 16, objective: str = "prefix", max_candidates: int = DEFAULT_MAX_CANDIDATES,
+                 progress: bool | None = None):
         if beam < 1:
             raise ValueError(f"beam must be positive, got {beam}")
+        if max_candidates < 1:
+            raise ValueError(f"max_candidates must be positive, got {max_candidates}")
+        self.max_candidates = max_candidates
+        self.progress = progress
         if objective not in OBJECTIVES:
             raise ValueError(f"objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
         self.beam = beam
@@ -128,16 +154,28 @@ class AssignmentPolicy:
         if colliding.size:
             taken = codes[sizes == 1]
             zc = z[torch.as_tensor(colliding, device=z.device)]
-            while True:
+            beams = assignment_beams(len(colliding), levels, beam, capacity, self.max_candidates)
+            if not beams:
+                raise ValueError(self._too_big(len(colliding), n, levels, beam, capacity))
+            logger.info("assign: %d of %d items collide; %d of %d possible codes are free (load %.0f%%); up to %d "
+                        "rounds, beam %d..%d, at most %d candidates per round (limit %d)",
+                        len(colliding), n, capacity - len(taken), capacity, 100 * n / capacity, len(beams),
+                        beams[0], beams[-1], candidate_count(len(colliding), levels, beams[-1]), self.max_candidates)
+            # progress None: tqdm decides (shown on a terminal, silent in logs and tests)
+            bar = tqdm(beams, desc="assign", unit="round", disable=None if self.progress is None else not self.progress)
+            for beam in bar:
                 rounds += 1
+                bar.set_postfix(beam=beam, candidates=candidate_count(len(colliding), levels, beam))
                 assignment = self._solve(zc, rq, codes[colliding], orig_cost[colliding], taken, beam)
                 if assignment is not None:
                     new[colliding] = assignment
                     break
+                logger.info("no full assignment with beam %d", beam)
+            bar.close()
+            if assignment is None:
                 if beam >= capacity:  # unreachable while n <= capacity; kept as a hard guard
                     raise RuntimeError("no unique assignment exists although items <= possible codes")
-                beam = min(capacity, beam * 2)
-                logger.info("no full assignment with the current candidates; widening the beam to %d", beam)
+                raise ValueError(self._too_big(len(colliding), n, levels, beam * 2, capacity))
         if np.unique(new, axis=0).shape[0] != n:
             raise RuntimeError("collision resolution left duplicate codes (bug)")
         new_cost = rq.path_costs(z, torch.as_tensor(new, device=z.device)).cpu().numpy()
@@ -145,6 +183,12 @@ class AssignmentPolicy:
         report.update(policy=self.name, objective=self.objective, beam=beam, rounds=rounds,
                       before=before, after=collision_stats(new))
         return Resolution(new, report)
+
+    def _too_big(self, m: int, n: int, levels: int, beam: int, capacity: int) -> str:
+        return (f"the codebook is too tight for --policy assign: {m} of {n} items collide in {capacity} possible codes "
+                f"(load {100 * n / capacity:.0f}%), and beam {beam} would need {candidate_count(m, levels, beam)} "
+                f"candidates, over the limit of {self.max_candidates} (--max-candidates); use --policy dedup-token "
+                "(a 5th token, no search) or a larger codebook")
 
     def _solve(self, z: torch.Tensor, rq: ResidualQuantizer, orig: np.ndarray, orig_cost: np.ndarray,
                taken: np.ndarray, beam: int) -> np.ndarray | None:
@@ -231,7 +275,7 @@ POLICIES: dict[str, type] = {"assign": AssignmentPolicy, "dedup-token": DedupTok
 
 
 def get_policy(name: str, **kwargs: Any) -> CollisionPolicy:
-    """``assign`` takes ``beam`` and ``objective``; ``dedup-token`` takes nothing."""
+    """``assign`` takes ``beam``, ``objective``, ``max_candidates``, ``progress``; ``dedup-token`` nothing."""
     if name == "assign":
         return AssignmentPolicy(**kwargs)
     if name == "dedup-token":

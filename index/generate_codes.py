@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -29,9 +30,9 @@ import numpy as np
 import torch
 
 from genrec.data import DataError, codes_to_json, format_code
-from genrec.utils.io import atomic_write_json
+from genrec.utils.io import atomic_outputs, atomic_write_json, remove_stale_temps, terminate_as_exit
 from index.checkpoint import load_model, read_meta
-from index.collisions import OBJECTIVES, POLICIES, get_policy
+from index.collisions import DEFAULT_MAX_CANDIDATES, OBJECTIVES, POLICIES, get_policy
 from index.config import QUANTIZER_KINDS, add_dataclass_args, default_run_dir, overrides_from_args
 from index.data import load_embedding_set
 from index.metrics import code_stats, collision_stats
@@ -63,6 +64,9 @@ class ExportConfig:
     scope: str = _opt("all", "uniqueness across all exported datasets (all) or within each (dataset)")
     out: str = _opt("", "write code files here instead of each dataset folder")
     report: str = _opt("", "also write the combined JSON report to this path")
+    max_candidates: int = _opt(DEFAULT_MAX_CANDIDATES, "assign: most (item, code) candidates one round may build; "
+                               "a codebook too tight to fit fails fast, suggesting --policy dedup-token")
+    progress: bool = _opt(True, "show a tqdm progress bar over the assignment rounds")
     device: str = _opt("auto", "auto, cpu, cuda, ...")
     threads: int = _opt(0, "torch CPU threads (0 = torch default)")
 
@@ -71,6 +75,8 @@ class ExportConfig:
             raise ValueError(f"policy {self.policy!r}: expected one of {', '.join(POLICIES)}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective {self.objective!r}: expected one of {', '.join(OBJECTIVES)}")
+        if self.max_candidates < 1:
+            raise ValueError(f"--max-candidates must be positive, got {self.max_candidates}")
         if self.scope not in ("all", "dataset"):
             raise ValueError(f"scope {self.scope!r}: expected all or dataset")
         if self.modality not in ("", "text", "image"):
@@ -119,7 +125,8 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
 
     z = latents(model, data.x, device)
     nearest = rq.encode(z).cpu().numpy()
-    policy = get_policy(cfg.policy, beam=cfg.beam, objective=cfg.objective) if cfg.policy == "assign" \
+    policy = get_policy(cfg.policy, beam=cfg.beam, objective=cfg.objective, max_candidates=cfg.max_candidates,
+                        progress=None if cfg.progress else False) if cfg.policy == "assign" \
         else get_policy(cfg.policy)
     if cfg.scope == "all":
         resolution = policy.resolve(z, rq, nearest)
@@ -165,11 +172,17 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
         "before": code_stats(nearest, rq.sizes), "after": code_stats(final[:, :rq.levels], rq.sizes) | collision_stats(final),
         "resolution": resolutions, "per_dataset": per_dataset, "time_s": round(time.perf_counter() - t0, 3),
     }
-    # Everything is computed; only now touch the output folders (each file replaced atomically).
+    # Everything is computed; only now touch the output folders. Each dataset's codes and report
+    # are written to temporary names first and renamed together (the report also records the code
+    # file's hash, so a report that does not belong to its codes can be told apart).
     for code_path, obj, report_path in outputs:
-        atomic_write_json(code_path, obj)
-        atomic_write_json(report_path, report, indent=2)
-        logger.info("wrote %s", code_path)
+        remove_stale_temps([code_path, report_path])
+        text = json.dumps(obj, ensure_ascii=False)
+        per = dict(report, code_file=str(code_path), code_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
+        with atomic_outputs([code_path, report_path]) as (code_tmp, report_tmp):
+            code_tmp.write_text(text, encoding="utf-8")
+            report_tmp.write_text(json.dumps(per, indent=2, ensure_ascii=False), encoding="utf-8")
+        logger.info("wrote %s and %s", code_path, report_path.name)
     if cfg.report:
         atomic_write_json(cfg.report, report, indent=2)
     return report
@@ -203,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        report = export(config_from_args(args))
+        with terminate_as_exit():  # SIGTERM unwinds, so temporary files are removed
+            report = export(config_from_args(args))
     except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -77,7 +77,8 @@ def load_codes(path: str | Path, num_items: int | None = None, modality: str | N
             if not CODE_TOKEN.match(tok):
                 raise DataError(path, f"item {item}: malformed code token {tok!r}")
         by_id[item] = tuple(code)
-    n = max(by_id) + 1 if num_items is None else num_items
+    # len(by_id), not max id + 1: a stray huge id must not make the check below walk range(max id)
+    n = len(by_id) if num_items is None else num_items
     out_of_range = sorted(i for i in by_id if i >= n)
     if out_of_range:
         raise DataError(path, f"{len(out_of_range)} item ids out of range 0..{n - 1} (first: {out_of_range[:5]})")

@@ -313,6 +313,30 @@ def _item_map_from_user_sequence(path: Path) -> dict[str, int]:
     return out
 
 
+def _check_id_bound(inter_src: Path, dir: Path, name: str, users: list[str], sequences: list[list[int]],
+                    item2id: dict[str, int] | None) -> None:
+    """Without ``item.json`` the item count comes from ``item2id`` (or the distinct ids seen).
+
+    Taking ``max id + 1`` unchecked would let one stray id of 10^12 make every later step (code
+    validation, embedding checks) walk ``range(max id)``; ids must stay below a count that some
+    file actually lists.
+    """
+    if item2id is not None:
+        bound, source = len(item2id), f"{name}.item2id lists {len(item2id)} items"
+    else:
+        distinct = len({i for s in sequences for i in s})
+        bound, source = distinct, f"the interactions hold {distinct} distinct items (no {name}.item.json or {name}.item2id)"
+    offenders = []
+    for user, seq in zip(users, sequences):
+        offenders.extend((user, i) for i in seq if i >= bound)
+        if len(offenders) >= 5:
+            break
+    if offenders:
+        first = ", ".join(f"user {u} item {i}" for u, i in offenders[:5])
+        raise DataError(inter_src, f"item ids beyond the item count: {source}, so ids must be below {bound} "
+                                   f"(first offenders: {first})")
+
+
 def _default_code_path(dir: Path, name: str, modality: str) -> Path | None:
     explicit = dir / f"{name}.{'index_lemb' if modality == 'text' else 'index_vitemb'}.json"
     if explicit.is_file():
@@ -364,6 +388,10 @@ def load_dataset(
         if max_id >= num_items:
             raise DataError(inter_src, f"item id {max_id} is out of range: {meta_path.name} lists {num_items} items")
     else:
+        item2id_early = None
+        if (dir / f"{name}.item2id").is_file():
+            item2id_early = load_id_map(dir / f"{name}.item2id")
+        _check_id_bound(inter_src, dir, name, users, sequences, item2id_early)
         num_items = max_id + 1
 
     paths = code_paths(dir, name, text_codes, image_codes)
@@ -383,7 +411,9 @@ def load_dataset(
     if time_path(dir, name).is_file():
         times = load_times(time_path(dir, name), users, sequences)
     item2id = None
-    if (dir / f"{name}.item2id").is_file():
+    if item_meta is None and item2id_early is not None:
+        item2id = item2id_early
+    elif (dir / f"{name}.item2id").is_file():
         item2id = load_id_map(dir / f"{name}.item2id")
     elif (dir / "user_sequence.txt").is_file():
         item2id = _item_map_from_user_sequence(dir / "user_sequence.txt")

@@ -16,6 +16,17 @@ fixed point, then number users by (first event time, user id) and items by first
 walking the users in that order. Nothing depends on hash or set order, so the same input always
 gives the same ids.
 
+``python -m genrec.data prepare --p5 DIR --dataset NAME --out data`` reads the P5 / IDGenRec
+layout instead: ``DIR/user_sequence.txt`` (line = ``user item item ...``, oldest first) and, when
+present, ``DIR/item_generative_indexing_phase_0.txt`` (``ASIN name...``, becomes ``NAME.item.json``).
+Ordering rule: users are numbered 0, 1, ... in file order; an item's index is its order of first
+appearance scanning the users in file order and each user's items left to right (no filtering).
+Empty lines and repeated users are errors naming the file and line. See docs/p5.md.
+
+An existing dataset in ``<out>/<NAME>/`` is refused unless ``--overwrite``; with it, the codes
+(``NAME.index*.json``) and embeddings (``NAME*.npy``, masks included) derived from the old data
+are deleted, and each deletion is logged.
+
 ``python -m genrec.data link --from ../shared/data --dataset Scientific --out data`` makes
 ``data/Scientific/`` hold symlinks to the source files, so outputs (embeddings, codes) can be
 written beside read-only data without copying it.
@@ -37,6 +48,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Iterator
 
+from genrec.data.derived import guard_dataset_dir
 from genrec.data.errors import DataError
 from genrec.data.times import time_path, write_times
 from genrec.utils.io import atomic_output, atomic_write_json
@@ -336,6 +348,7 @@ class PrepareConfig:
     item_k: int | None = None
     max_text_chars: int = 2000
     keep_items_without_meta: bool = False
+    overwrite: bool = False
     stats: dict[str, Any] = field(default_factory=dict)
 
 
@@ -381,6 +394,8 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
 
     dir = cfg.out / cfg.dataset
     dir.mkdir(parents=True, exist_ok=True)
+    deleted = guard_dataset_dir(dir, cfg.dataset, cfg.overwrite)
+    stats["deleted"] = [p.name for p in deleted]
     atomic_write_json(dir / f"{cfg.dataset}.inter.json", {str(u): s for u, s in enumerate(sequences)})
     atomic_write_json(dir / f"{cfg.dataset}.item.json", item_json, indent=1)
     atomic_write_json(dir / f"{cfg.dataset}.image_urls.json", image_urls, indent=1)
@@ -440,19 +455,27 @@ def link_dataset(src_root: str | Path, name: str, out_root: str | Path) -> list[
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
+    sources = [n for n, v in (("--reviews", args.reviews), ("--recbole", args.recbole), ("--p5", args.p5)) if v]
+    if len(sources) != 1:
+        raise ValueError("prepare needs exactly one of --reviews (Amazon dumps), --recbole DIR (RecBole atomic "
+                         f"files) or --p5 DIR (P5 folder){'; got ' + ', '.join(sources) if sources else ''}")
+    if args.meta and not args.reviews:
+        raise ValueError("--meta goes with --reviews; --recbole and --p5 read item text from their own folder")
     if args.recbole:
-        if args.reviews or args.meta:
-            raise ValueError("--recbole reads atomic files; do not combine it with --reviews/--meta")
         from genrec.data.recbole import prepare_recbole
 
         print(json.dumps(prepare_recbole(args.recbole, args.dataset, args.out, args.k_core), indent=2))
         return 0
-    if not args.reviews:
-        raise ValueError("prepare needs --reviews (Amazon dumps) or --recbole DIR (RecBole atomic files)")
+    if args.p5 is not None:
+        from genrec.data.p5 import prepare_p5
+
+        print(json.dumps(prepare_p5(args.p5, args.dataset, args.out, args.overwrite), indent=2))
+        return 0
     cfg = PrepareConfig(
         reviews=Path(args.reviews), meta=Path(args.meta) if args.meta else None, dataset=args.dataset,
         out=Path(args.out), release=args.release, k_core=args.k_core, user_k=args.user_k, item_k=args.item_k,
         max_text_chars=args.max_text_chars, keep_items_without_meta=args.keep_items_without_meta,
+        overwrite=args.overwrite,
     )
     print(json.dumps(prepare(cfg), indent=2))
     return 0
@@ -466,11 +489,14 @@ def _run_link(args: argparse.Namespace) -> int:
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prepare", help="convert Amazon 2018/2023 review dumps into a dataset folder",
+    p = sub.add_parser("prepare", help="convert Amazon 2018/2023 review dumps or a P5 folder into a dataset folder",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--reviews", default=None, help="<Category>.json.gz (2018) or <Category>.jsonl[.gz] (2023)")
     p.add_argument("--recbole", default=None, metavar="DIR",
                    help="read RecBole atomic files DIR/<dataset>.inter and .item instead (genrec.data.recbole)")
+    p.add_argument("--p5", default=None, metavar="DIR",
+                   help="P5/IDGenRec folder with user_sequence.txt (+ optional item_generative_indexing_phase_0.txt); "
+                        "users numbered in file order, items by first appearance (see docs/p5.md)")
     p.add_argument("--meta", default=None, help="meta_<Category>.json.gz / .jsonl[.gz] (item text and images)")
     p.add_argument("--dataset", required=True, help="output dataset name (folder and file prefix)")
     p.add_argument("--out", default="data", help="data root; files go to <out>/<dataset>/")
@@ -482,6 +508,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                    help="truncate each text field to this many characters (0 = no limit)")
     p.add_argument("--keep-items-without-meta", action="store_true",
                    help="keep items that have no metadata record (default: drop them before k-core)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing dataset; deletes its codes (*.index*.json) and embeddings (*.npy)")
     p.set_defaults(func=_run_prepare)
 
     link = sub.add_parser("link", help="make <out>/<dataset>/ hold symlinks to a read-only dataset folder")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genrec.data.derived import guard_dataset_dir
 from genrec.utils.io import atomic_save_npy, atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -61,8 +62,12 @@ def _title(rng: np.random.Generator, topic: int, item: int) -> tuple[str, str, s
     return title, desc, brand
 
 
-def generate_synthetic(root: str | Path, name: str = "Synthetic", **overrides) -> Path:
-    """Write the synthetic dataset under ``<root>/<name>/`` and return that folder."""
+def generate_synthetic(root: str | Path, name: str = "Synthetic", overwrite: bool = False, **overrides) -> Path:
+    """Write the synthetic dataset under ``<root>/<name>/`` and return that folder.
+
+    An existing dataset there is refused unless ``overwrite``; then its codes and embeddings
+    (derived from the old items) are deleted first.
+    """
     cfg = SyntheticConfig(**overrides)
     if cfg.num_topics > len(_TOPICS):
         raise ValueError(f"num_topics must be at most {len(_TOPICS)}")
@@ -114,6 +119,7 @@ def generate_synthetic(root: str | Path, name: str = "Synthetic", **overrides) -
                          "categories": f"Musical Instruments,{_TOPICS[int(topic[i])][0].title()}"}
     out = Path(root) / name
     out.mkdir(parents=True, exist_ok=True)
+    guard_dataset_dir(out, name, overwrite)
     atomic_write_json(out / f"{name}.inter.json", sequences)
     atomic_write_json(out / f"{name}.item.json", items, indent=1)
     atomic_save_npy(out / f"{name}.emb-synthetic-text.npy", text.astype(np.float32))
@@ -128,12 +134,14 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synthetic", help="write the embedded synthetic default dataset")
     p.add_argument("--out", default="data", help="data root; the dataset goes to <out>/<name>/")
     p.add_argument("--name", default="Synthetic")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing dataset; deletes its codes (*.index*.json) and embeddings (*.npy)")
     for field, default in SyntheticConfig().__dict__.items():
         p.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default)
 
     def run(args: argparse.Namespace) -> int:
         overrides = {f: getattr(args, f) for f in SyntheticConfig().__dict__}
-        generate_synthetic(args.out, args.name, **overrides)
+        generate_synthetic(args.out, args.name, overwrite=args.overwrite, **overrides)
         return 0
 
     p.set_defaults(func=run)
