@@ -17,8 +17,9 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import datetime as dt
 import logging
-import tempfile
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,26 @@ import torch
 from genrec.data import RecDataset
 
 logger = logging.getLogger(__name__)
+
+
+DEFAULT_RUNS_ROOT = Path("log") / "results-runs"
+
+
+def runs_root(args: argparse.Namespace) -> Path:
+    """Where the generator's runs are kept: ``--checkpoint-dir``, else ``log/results-runs/<start>``.
+
+    The runs are kept (not trained in a temporary folder) so the model can be handed to
+    ``genrec.recommend`` afterwards; one folder per invocation, because a run folder that already
+    holds a checkpoint is refused by the training loop, so a rerun must not land in an older one.
+    """
+    given = getattr(args, "checkpoint_dir", None)
+    if given:
+        return Path(given)
+    stamp = getattr(args, "_genrec_runs_stamp", None)
+    if stamp is None:
+        stamp = f"{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}"
+        setattr(args, "_genrec_runs_stamp", stamp)
+    return DEFAULT_RUNS_ROOT / stamp
 
 
 @dataclass
@@ -63,60 +84,55 @@ def run_genrec(dataset: RecDataset, budget_minutes: float, args: argparse.Namesp
         raise ValueError(f"genrec on {dataset.name}: none of the tasks {cfg.tasks} fits its codes ({sorted(have)})")
     threads = getattr(args, "threads", None) or torch.get_num_threads()
     epochs = getattr(args, "epochs", None) or 200
-    ckpt_root = getattr(args, "checkpoint_dir", None)
-    tmp = None if ckpt_root else tempfile.TemporaryDirectory(prefix="genrec-results.")
-    out_dir = Path(ckpt_root) / dataset.name if ckpt_root else Path(tmp.name)
+    out_dir = runs_root(args) / dataset.name
     codes_tag = _codes_tag(cfg.text_codes, cfg.image_codes)
-    try:
-        tcfg = default_config(
-            "finetune", datasets=[dataset.name], data_root=str(dataset.dir.parent),
-            text_codes=cfg.text_codes or None, image_codes=cfg.image_codes or None,
-            tasks=tasks, max_history=cfg.max_history, preset=cfg.preset,
-            output_dir=str(out_dir), run=f"genrec-{codes_tag}", seed=cfg.seed, epochs=epochs,
-            time_budget_minutes=budget_minutes if budget_minutes > 0 else 0.0,
-            batch_size=cfg.batch_size, micro_batch_size=cfg.batch_size, lr=cfg.lr, scheduler="constant",
-            warmup_ratio=0.0, warmup_epochs=cfg.warmup_epochs, select_metric="ndcg@10", eval_users=cfg.eval_users,
-            eval_beams=cfg.beams, num_threads=threads, progress=False)
-        summary = train(tcfg)
-        run_dir = Path(summary["run_dir"])
-        data_root = str(dataset.dir.parent)
-        evals = {}
-        for task in ("seqrec", "seqimage"):
-            try:
-                evals[task] = run_evaluation(EvalConfig(ckpt=str(run_dir), dataset=dataset.name, task=task,
-                                                        beams=cfg.beams, data_root=data_root, threads=threads,
-                                                        progress=False))
-            except Exception as e:  # a dataset without image codes has no seqimage run
-                if task == "seqrec":
-                    raise
-                logger.info("genrec on %s: no image evaluation (%s)", dataset.name, e)
-        text = evals["seqrec"]
-        rows = {"text": text["metrics"]}
-        chosen = "text"
-        if "seqimage" in evals:
-            preds = {t: read_predictions(next(f for f in evals[t]["files"] if f.endswith(".predictions.jsonl")))
-                     for t in evals}
-            fused, _ = fuse_predictions(preds["seqrec"], preds["seqimage"], FusionConfig(rule=cfg.fusion))
-            rows.update(fused)
-            chosen = f"fused-{cfg.fusion}"
-        metrics = {k: v for k, v in rows[chosen].items() if k != "users"}
-        params = _count_params(run_dir)
-        epochs, best_epoch = _epochs(run_dir, summary["best_step"])
-        out: dict[str, Any] = dict(metrics)
-        out.update(train_seconds=round(summary["train_seconds"], 1), params=params, users=text["users"],
-                   epochs=epochs, best_epoch=best_epoch, steps=summary["step"], stop_reason=summary["stop_reason"],
-                   reported=chosen, by_modality={k: {m: v for m, v in r.items() if m != "users"} for k, r in rows.items()},
-                   decode_users_per_second={t: e["users_per_second"] for t, e in evals.items()},
-                   model_config=dataclasses.asdict(cfg),
-                   train_config={**tcfg.to_json(), "budget_minutes": budget_minutes},
-                   note=f"T5 {cfg.preset} preset, tasks {','.join(tcfg.tasks)}, histories of {cfg.max_history} items, "
-                        f"beam {cfg.beams}; reported: {chosen}")
-        if ckpt_root:
-            out["run_dir"] = str(run_dir)
-        return out
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+    tcfg = default_config(
+        "finetune", datasets=[dataset.name], data_root=str(dataset.dir.parent),
+        text_codes=cfg.text_codes or None, image_codes=cfg.image_codes or None,
+        tasks=tasks, max_history=cfg.max_history, preset=cfg.preset,
+        output_dir=str(out_dir), run=f"genrec-{codes_tag}", seed=cfg.seed, epochs=epochs,
+        time_budget_minutes=budget_minutes if budget_minutes > 0 else 0.0,
+        batch_size=cfg.batch_size, micro_batch_size=cfg.batch_size, lr=cfg.lr, scheduler="constant",
+        warmup_ratio=0.0, warmup_epochs=cfg.warmup_epochs, select_metric="ndcg@10", eval_users=cfg.eval_users,
+        eval_beams=cfg.beams, num_threads=threads, progress=False)
+    summary = train(tcfg)
+    run_dir = Path(summary["run_dir"])
+    data_root = str(dataset.dir.parent)
+    evals = {}
+    for task in ("seqrec", "seqimage"):
+        try:
+            evals[task] = run_evaluation(EvalConfig(ckpt=str(run_dir), dataset=dataset.name, task=task,
+                                                    beams=cfg.beams, data_root=data_root, threads=threads,
+                                                    progress=False))
+        except Exception as e:  # a dataset without image codes has no seqimage run
+            if task == "seqrec":
+                raise
+            logger.info("genrec on %s: no image evaluation (%s)", dataset.name, e)
+    text = evals["seqrec"]
+    rows = {"text": text["metrics"]}
+    chosen = "text"
+    if "seqimage" in evals:
+        preds = {t: read_predictions(next(f for f in evals[t]["files"] if f.endswith(".predictions.jsonl")))
+                 for t in evals}
+        fused, _ = fuse_predictions(preds["seqrec"], preds["seqimage"], FusionConfig(rule=cfg.fusion))
+        rows.update(fused)
+        chosen = f"fused-{cfg.fusion}"
+    metrics = {k: v for k, v in rows[chosen].items() if k != "users"}
+    params = _count_params(run_dir)
+    epochs, best_epoch = _epochs(run_dir, summary["best_step"])
+    out: dict[str, Any] = dict(metrics)
+    out.update(train_seconds=round(summary["train_seconds"], 1), params=params, users=text["users"],
+               epochs=epochs, best_epoch=best_epoch, steps=summary["step"], stop_reason=summary["stop_reason"],
+               reported=chosen, by_modality={k: {m: v for m, v in r.items() if m != "users"} for k, r in rows.items()},
+               decode_users_per_second={t: e["users_per_second"] for t, e in evals.items()},
+               model_config=dataclasses.asdict(cfg),
+               train_config={**tcfg.to_json(), "budget_minutes": budget_minutes},
+               note=f"T5 {cfg.preset} preset, tasks {','.join(tcfg.tasks)}, histories of {cfg.max_history} items, "
+                    f"beam {cfg.beams}; reported: {chosen}")
+    out["run_dir"] = str(run_dir)
+    logger.info("genrec on %s: run kept in %s (python -m genrec.recommend --ckpt %s --dataset %s --data-root %s "
+                "--history ...)", dataset.name, run_dir, run_dir, dataset.name, data_root)
+    return out
 
 
 def _codes_tag(text_codes: str, image_codes: str) -> str:
