@@ -57,7 +57,7 @@ def test_cpu_schedule_is_the_default_without_a_gpu(monkeypatch, tmp_path):
 
 def test_remaining_time_estimate():
     assert remaining(30.0, 10, 0, 40) == "01:30"
-    assert remaining(30.0, 15, 5, 40) == "01:45"  # a resumed run measures its own pace
+    assert remaining(30.0, 15, 5, 40) == "01:15"  # a resumed run measures its own pace
     assert remaining(0.0, 0, 0, 40) == "?"
 
 
