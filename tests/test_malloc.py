@@ -14,11 +14,21 @@ glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallo
 
 
 def _faults_of_repeated_buffers(rounds: int = 6, mb: int = 96) -> int:
+    """Minor faults of malloc + touch + free of one large buffer, ``rounds`` times (glibc's malloc)."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    size = mb * 2**20
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(rounds):
-        x = torch.empty(mb * 2**20 // 4)
-        x.fill_(1.0)  # touch every page
-        del x
+        # (torch's posix_memalign(64) buffers are reused too once the heap holds freed chunks of
+        # several sizes, as in training, but not in a one-size loop: the aligned split leaves a
+        # tcache sliver that keeps each freed block from merging back into the heap top.)
+        p = libc.malloc(size)
+        ctypes.memset(p, 1, size)  # touch every page
+        libc.free(p)
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 

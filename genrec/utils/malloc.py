@@ -6,7 +6,10 @@ threshold (at most 32 MB) with a fresh ``mmap`` and returns it with ``munmap`` o
 step the kernel maps and zero-fills those pages again: measured on Beauty (SASRec, one thread)
 16.8 million minor page faults in 2 minutes and 35% of the CPU time in the kernel. With mmap
 and trimming disabled, the buffers come from the heap and are reused by the next step; the price
-is that the process keeps its peak heap until the block ends.
+is that the process keeps its peak heap until the block ends. Caveat: torch allocates with
+posix_memalign, whose alignment split can keep a freed block from merging back into the heap top,
+so one repeated size may still grow the heap; the baselines therefore also avoid the big buffers
+(``genrec.baselines.chunked_ce``), and this setting takes the remaining large ones (evaluation scores).
 PyTorch's CPU allocator does not cache, so this is the place to do it.
 """
 
