@@ -36,7 +36,10 @@ from genrec.utils.io import atomic_write_json  # noqa: E402
 from index.config import QuantizerConfig, TrainConfig  # noqa: E402
 from index.generate_codes import ExportConfig, export  # noqa: E402
 from index.metrics import code_stats  # noqa: E402
+from index.schedules import SCHEDULES  # noqa: E402
 from index.train import train  # noqa: E402
+
+CPU = SCHEDULES["cpu"]
 
 PUBLISHED = {"rqvae": "rqvae_native", "rqkmeans": "rkmeans_native"}
 # name -> (quantizer kind, TrainConfig overrides). "rqvae-paper" is the published recipe on the same
@@ -72,13 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--embedding", default="all-MiniLM-L6-v2")
     p.add_argument("--shared-data", default=str(REPO.parent / "shared" / "data"))
     p.add_argument("--kinds", default="rqvae,rqkmeans,rqvae-paper", help=f"variants: {', '.join(VARIANTS)}")
-    # Chosen for a ~10-minute CPU budget: 4,127 training items in batches of 256 give 17 steps
-    # per epoch, so 40 epochs is ~700 AdamW steps (the paper's 500 epochs x batch 2048 is ~1,000).
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--eval-every", type=int, default=5)
-    p.add_argument("--scheduler", default="cosine", help="cosine decay ends a short run converged")
-    p.add_argument("--ae-warmup-epochs", type=int, default=5,
+    # index.train's "cpu" schedule, chosen for a ~10-minute CPU budget: 4,127 training items in
+    # batches of 256 give 17 steps per epoch, so 40 epochs is ~700 AdamW steps (the paper's 500
+    # epochs x batch 2048 is ~1,000).
+    p.add_argument("--epochs", type=int, default=CPU["epochs"])
+    p.add_argument("--batch-size", type=int, default=CPU["batch_size"])
+    p.add_argument("--eval-every", type=int, default=CPU["eval_every"])
+    p.add_argument("--scheduler", default=CPU["scheduler"], help="cosine decay ends a short run converged")
+    p.add_argument("--ae-warmup-epochs", type=int, default=CPU["ae_warmup_epochs"],
                    help="auto-encoder epochs before the k-means init (measured: lower held-out error)")
     # On a machine shared with other jobs two threads stall each other (measured 11x slower per
     # step here); one thread is the honest setting there, 0 (torch default) on a quiet machine.

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     here = str(Path(__file__).resolve().parent)
     if here not in sys.path:  # benchmarks/results.py, beside this file, holds the published numbers
         sys.path.insert(0, here)
-    from results import PUBLISHED
+    from results import published_for
 
     run = Path(args.ckpt)
     try:
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     table_rows = {k: {c: v[c] for c in COLS if c in v} for k, v in rows.items()}
-    for name, metrics in PUBLISHED.get(args.dataset, []):
+    for name, metrics in published_for(args.dataset):
         table_rows[f"*published: {name}*"] = metrics
     table = format_table(table_rows, ks=(1, 5, 10))
     hours = (record["train_seconds"] or 0) / 3600
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(out / f"quality-{args.dataset}.md", text)
     atomic_write_json(out / f"quality-{args.dataset}.json",
                       {"run": str(run), "dataset": args.dataset, "training": record, "rows": rows,
-                       "published": dict(PUBLISHED.get(args.dataset, [])), "note": args.note,
+                       "published": dict(published_for(args.dataset)), "note": args.note,
                        "date": dt.datetime.now().isoformat(timespec="seconds")}, indent=2)
     return 0
 

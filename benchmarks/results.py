@@ -7,7 +7,7 @@ Each (model, dataset) gets ``--budget-minutes`` of training (validation runs inc
 is selected on validation NDCG@10) and is then scored on the test split: full ranking over all
 items, leave-one-out, nothing excluded but padding. Writes ``benchmarks/results/results.json`` and
 ``results.md`` (atomically, after every run, so a long run can be watched) with HR@1/5/10,
-NDCG@5/10, training time, parameters, published numbers for Instruments and Beauty, and the exact
+NDCG@5/10, training time, parameters, published numbers (Instruments, Beauty, Sports, Toys), and the exact
 command. ``--merge`` adds to / replaces entries of an existing results.json instead of starting over.
 Models come from ``genrec.baselines.registry.MODELS`` (``@register`` adds more).
 """
@@ -58,7 +58,25 @@ PUBLISHED: dict[str, list[tuple[str, dict[str, float]]]] = {
         ("SASRec BCE, tuned (independent reproduction)", {"HR@5": .0508, "NDCG@5": .0348, "HR@10": .0740, "NDCG@10": .0423}),
         ("TIGER (TIGER paper)", {"HR@5": .0454, "NDCG@5": .0321, "HR@10": .0648, "NDCG@10": .0384}),
     ],
+    # TIGER (Rajput et al., NeurIPS 2023), main results table: Recall@K on the P5 leave-one-out splits = HR@K
+    "Sports": [
+        ("TIGER (TIGER paper)", {"HR@5": .0264, "NDCG@5": .0181, "HR@10": .0400, "NDCG@10": .0225}),
+    ],
+    "Toys": [
+        ("TIGER (TIGER paper)", {"HR@5": .0521, "NDCG@5": .0371, "HR@10": .0712, "NDCG@10": .0432}),
+    ],
 }
+# Other spellings of the same Amazon categories (file prefixes, P5 folder names) -> PUBLISHED keys.
+PUBLISHED_ALIASES = {"sports_and_outdoors": "Sports", "sports": "Sports", "toys_and_games": "Toys", "toys": "Toys",
+                     "beauty": "Beauty", "musical_instruments": "Instruments", "instruments": "Instruments"}
+
+
+def published_for(dataset: str) -> list[tuple[str, dict[str, float]]]:
+    """Published rows for ``dataset`` under its own name or a common spelling of its category."""
+    if dataset in PUBLISHED:
+        return PUBLISHED[dataset]
+    key = PUBLISHED_ALIASES.get(dataset.lower().replace(" ", "_").replace("-", "_"))
+    return PUBLISHED.get(key, []) if key else []
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,7 +86,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget-minutes", type=float, default=6.0, help="training budget per model per dataset")
     p.add_argument("--data-root", default="data", help="<root>/<ds>/, falling back to ../shared/data/<ds>")
     p.add_argument("--out", default="benchmarks/results", help="folder for results.json and results.md")
-    p.add_argument("--checkpoint-dir", default="", help="checkpoint every run under <dir>/<ds>/<model> (resumable)")
+    p.add_argument("--checkpoint-dir", default="",
+                   help="keep every run under DIR: baselines in <dir>/<ds>/<model> (resumable), the generator in "
+                        "<dir>/<ds>/genrec-<codes> (genrec-default for the dataset's own codes). Default: baselines "
+                        "keep nothing on disk, the generator's runs go to log/results-runs/<date>-<time>-<pid>/")
     p.add_argument("--merge", action="store_true", help="update an existing results.json instead of replacing it")
     p.add_argument("--suffix", default="", help="appended to each row name, e.g. ' (20 min)' to keep both rows")
     p.add_argument("--from-convergence", default="", metavar="JSON",
@@ -138,7 +159,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             params = f"{run['params']:,}" if run.get("params") is not None else "-"
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {_ratio(run, pop)} | {budget} | {run['train_seconds']:.0f} | "
                          f"{params} | {epochs} | {run.get('stop_reason', '-')} |")
-        for label, pub in PUBLISHED.get(ds, []):
+        for label, pub in published_for(ds):
             cells = [_fmt(pub.get(c)) for c in cols]
             lines.append(f"| *published: {label}* | " + " | ".join(cells) + " | | | | | | |")
         lines.append("")
@@ -240,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
                             run["train_seconds"])
     write_outputs(results, out)
     print(render_markdown(results))
+    kept = [(ds, name, run["run_dir"]) for ds, runs in results["runs"].items() for name, run in runs.items()
+            if "run_dir" in run and run.get("command") == command]
+    for ds, name, run_dir in kept:  # stdout, after the table: what to hand to genrec.recommend
+        print(f"{name} on {ds}: run kept in {run_dir}")
     return 2 if failures else 0
 
 

@@ -5,7 +5,8 @@
 
 History items are item ids (0-based, as in the dataset files) or original ids/ASINs from
 ``<ds>.item2id`` (``--history-type auto`` decides per entry and refuses an entry that could be
-both), oldest first; the most recent ``max_history`` items of the run's config are used. ``--task``
+both: an all-digit original id that is also a valid item id, ``0 <= id < items``, of another item;
+a larger number such as an ISBN-style ASIN is read as the original id), oldest first; the most recent ``max_history`` items of the run's config are used. ``--task``
 picks the text-code model (``seqrec``), the image-code model (``seqimage``), or ``fused`` (both,
 merged with ``genrec.fusion``'s rule for the run: ``rawprob`` under the constrained objective, else ``prob``). Titles are shown when ``<ds>.item.json`` exists.
 
@@ -80,17 +81,19 @@ class Recommender:
                 as_id = int(entry.strip())
             key = str(entry).strip()
             known_orig = key in item2id
-            if history_type == "asin" or (history_type == "auto" and as_id is None):
+            # An all-digit ASIN/ISBN (1938146905) is only ambiguous when it is also a valid item id.
+            valid_id = as_id is not None and 0 <= as_id < n
+            if history_type == "asin" or (history_type == "auto" and (as_id is None or (known_orig and not valid_id))):
                 if not known_orig:
                     where = (f"{self.dataset.name}.item2id" if item2id
                              else f"(dataset {self.dataset.name} has no item2id map)")
                     raise ValueError(f"unknown item {key!r}: not an item id and not an original id/ASIN in {where}")
                 out.append(item2id[key])
                 continue
-            if history_type == "auto" and known_orig and item2id[key] != as_id:
+            if history_type == "auto" and known_orig and valid_id and item2id[key] != as_id:
                 raise ValueError(f"history entry {key!r} is both item id {as_id} and the original id of item "
                                  f"{item2id[key]}; choose with --history-type id or asin")
-            if as_id is None or not 0 <= as_id < n:
+            if not valid_id:
                 raise ValueError(f"unknown item id {key!r}: dataset {self.dataset.name} has item ids 0..{n - 1}")
             out.append(as_id)
         return out

@@ -552,9 +552,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def disable_library_progress_bars() -> None:
+    """``--no-progress`` also covers the libraries' bars: transformers' weight loading, hub downloads."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by huggingface_hub when first imported
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    except ImportError:
+        pass
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.no_progress:
+        disable_library_progress_bars()
     try:
         if args.command == "text":
             summary = embed_text(TextEmbedConfig(

@@ -40,6 +40,7 @@ from index.data import EmbeddingSet, load_embedding_set
 from index.metrics import code_stats
 from index.plots import plot_usage
 from index.quantizers import SemanticQuantizer, build_quantizer
+from index.schedules import SCHEDULE_CHOICES, SCHEDULES, describe, remaining, resolve_schedule
 
 logger = logging.getLogger("index.train")
 
@@ -304,6 +305,10 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
                 evaluated = True
                 bar.set_postfix(loss=f"{record['train_loss']:.4g}", val=f"{record['val_recon']:.4g}",
                                 coll=f"{record['collision_rate']:.3f}")
+                # for logs without the bar (--no-progress, a file): the same estimate tqdm shows
+                logger.info("epoch %d/%d: val recon %.4g, collisions %.3f; %s elapsed, about %s left", done, epochs,
+                            record["val_recon"], record["collision_rate"], tqdm.format_interval(record["elapsed_s"]),
+                            remaining(record["elapsed_s"], done, start_epoch, epochs))
         bar.close()
     in_warmup = not bool(model.rq.initialised)
     if in_warmup:
@@ -335,6 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=None, help="JSON file with TrainConfig fields (flags override it)")
     p.add_argument("--dataset", default=None, help="one dataset (same as --datasets NAME)")
+    p.add_argument("--schedule", default="auto", choices=SCHEDULE_CHOICES,
+                   help="named training schedule under --config and flags: cpu (40 epochs of 256, 5 auto-encoder "
+                        "warm-up epochs, cosine lr), paper (500 epochs of 2048, constant lr), auto (default: cpu "
+                        "without a GPU, paper with one)")
     add_dataclass_args(p, TrainConfig)
     add_dataclass_args(p, QuantizerConfig)
     p.add_argument("--verbose", "-v", action="store_true")
@@ -345,7 +354,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     raw = load_json_config(args.config) if args.config else {}
     raw_q = dict(raw.pop("quantizer", {}) or {})
     raw_q.update(overrides_from_args(args, QuantizerConfig))
-    raw.update(overrides_from_args(args, TrainConfig))
+    flags = overrides_from_args(args, TrainConfig)
+    schedule = resolve_schedule(getattr(args, "schedule", "auto"), flags.get("device", raw.get("device", "auto")))
+    args.resolved_schedule = schedule
+    raw = {**SCHEDULES[schedule], **raw, **flags}
     if args.dataset:
         if raw.get("datasets") and tuple(raw["datasets"]) != (args.dataset,):
             raise ValueError("give either --dataset or --datasets, not both")
@@ -359,12 +371,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        summary = train(config_from_args(args))
+        cfg = config_from_args(args)
+        logger.info("%s (given flags and --config override it)", describe(args.resolved_schedule))
+        summary = train(cfg)
     except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     best = summary["best"]
-    print(json.dumps({"run_dir": summary["run_dir"], "best_epoch": summary["best_epoch"],
+    print(json.dumps({"run_dir": summary["run_dir"], "schedule": args.resolved_schedule, "best_epoch": summary["best_epoch"],
                       "train_time_s": summary["train_time_s"], "val_recon": round(best["val_recon"], 6),
                       "collision_rate": round(best["collision_rate"], 4), "utilisation": best["utilisation"]}))
     return 0

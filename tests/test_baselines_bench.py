@@ -57,3 +57,15 @@ def test_published_numbers_are_in_the_table(bench):
                                 "environment": {"machine": "m", "torch": "t", "threads": 1, "device": "cpu"}})
     assert "| *published: SASRec (MQL4GRec paper)* | 0.0318 | 0.0946 | 0.1233 | 0.0654 | 0.0746 |" in md
     assert "SASRec (TIGER paper)" in md and "0.0605" in md
+
+
+def test_tiger_sports_and_toys_rows(bench):
+    md = bench.render_markdown({"commands": ["cmd"], "runs": {"Sports": {}, "Toys_and_Games": {}, "Office": {}},
+                                "budget_minutes": 1,
+                                "environment": {"machine": "m", "torch": "t", "threads": 1, "device": "cpu"}})
+    sports = md.split("## Sports")[1].split("## ")[0]
+    toys = md.split("## Toys_and_Games")[1].split("## ")[0]
+    # columns: HR@1 HR@5 HR@10 NDCG@5 NDCG@10
+    assert "| *published: TIGER (TIGER paper)* | - | 0.0264 | 0.0400 | 0.0181 | 0.0225 |" in sports
+    assert "| *published: TIGER (TIGER paper)* | - | 0.0521 | 0.0712 | 0.0371 | 0.0432 |" in toys
+    assert "published" not in md.split("## Office")[1]

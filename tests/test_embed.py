@@ -266,3 +266,18 @@ def test_image_config_errors(tiny_clip, image_dataset):
     with pytest.raises(DataError, match="image folder not found"):
         embed_image(ImageEmbedConfig(encoder=str(tiny_clip), data_root=root, dataset="E",
                                      image_dir=imgs / "none"), progress=False)
+
+
+def test_no_progress_silences_the_weight_loading_bar(tmp_path):
+    """--no-progress: no bar at all on stderr, transformers' "Loading weights" included (fresh process)."""
+    import os
+    import subprocess
+    import sys
+
+    write_dataset(tmp_path)
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    cmd = [sys.executable, "-m", "index.embed", "text", "--data-root", str(tmp_path), "--dataset", "E", "--threads", "1"]
+    quiet = subprocess.run(cmd + ["--no-progress", "--name", "q"], capture_output=True, text=True, env=env, cwd=repo)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "Loading weights" not in quiet.stderr and "it/s" not in quiet.stderr and "%|" not in quiet.stderr

@@ -48,9 +48,15 @@ def _check_metrics(row):
     assert row["NDCG@5"] <= row["NDCG@10"] <= row["HR@10"]
 
 
-def test_genrec_row_with_image_codes_reports_fusion(root):
+def test_genrec_row_with_image_codes_reports_fusion(root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     ds = load_dataset(root, "Synthetic")
     out = MODELS["genrec"](ds, 0.0, _args())
+    # no --checkpoint-dir: the run is kept under log/results-runs/<start>/ (not a temporary folder)
+    run_dir = tmp_path / out["run_dir"]
+    assert run_dir.parent.parent.parent == tmp_path / "log" / "results-runs"
+    assert run_dir.parent.name == "Synthetic" and run_dir.name == "genrec-default"
+    assert (run_dir / "best").is_dir() and (run_dir / "config.json").is_file()
     assert out["users"] == ds.num_users and out["epochs"] == 1 and out["params"] > 0
     # the cpu recipe's constrained objective makes scores item probabilities: fused by their plain mixture
     assert out["train_config"]["objective"] == "constrained" and out["train_config"]["item_inputs"] == "pooled"

@@ -16,7 +16,8 @@ from genrec.data.synthetic import generate_synthetic
 from index import generate_codes, train
 
 TINY = ["--hidden-dims", "32,16", "--code-dim", "8", "--levels", "3", "--codebook-size", "8",
-        "--batch-size", "16", "--eval-every", "1", "--kmeans-iters", "10", "--threads", "1", "--no-progress"]
+        "--batch-size", "16", "--eval-every", "1", "--kmeans-iters", "10", "--threads", "1", "--no-progress",
+        "--schedule", "paper"]  # the tests below were written against the paper defaults (no AE warm-up)
 
 
 @pytest.fixture(autouse=True)

@@ -45,3 +45,16 @@ def test_cli_reports_a_missing_file_in_one_line(tmp_path, caplog):
     (tmp_path / "Toy").mkdir()
     assert data_main(["titles", "--data-root", str(tmp_path), "--dataset", "Toy"]) == 2
     assert "user_sequence.txt: file not found" in caplog.text
+
+
+def test_no_interactions_says_how_to_make_them(tmp_path, caplog, capsys):
+    _write(tmp_path / "Toy", "A a\nB b\nC c\nD d\n")
+    (tmp_path / "Toy" / "Toy.inter.json").unlink()
+    assert data_main(["titles", "--data-root", str(tmp_path), "--dataset", "Toy"]) == 2
+    assert "no interactions" in caplog.text
+    assert "python -m genrec.data prepare" in caplog.text and "python -m genrec.data link" in caplog.text
+    assert "Traceback" not in caplog.text and not (tmp_path / "Toy" / "Toy.item.json").exists()
+    with pytest.raises(SystemExit):
+        data_main(["titles", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "Must exist first" in help_text and "user_sequence.txt" in help_text and "inter.json" in help_text

@@ -97,3 +97,14 @@ def test_function_and_cli(run, capsys):
     assert main(["--ckpt", str(run), "--dataset", NAME, "--cpu"]) == 2
     assert "empty history" in capsys.readouterr().err
     assert main(["--ckpt", str(run / "missing"), "--dataset", NAME, "--history", "1"]) == 2
+
+
+def test_all_digit_asin_beyond_the_item_ids_is_an_original_id(rec, monkeypatch):
+    """An ISBN-style ASIN is no valid item id (30 items here), so auto reads it as the original id."""
+    monkeypatch.setitem(rec.dataset.item2id, "1938146905", 5)
+    assert rec.resolve_history(["1938146905", "1"], "auto") == [5, 1]
+    assert rec.resolve_history([1938146905], "auto") == [5]
+    with pytest.raises(ValueError, match="unknown item id"):
+        rec.resolve_history(["1938146905"], "id")
+    with pytest.raises(ValueError, match="both item id 7"):  # a valid id that is also an ASIN stays ambiguous
+        rec.resolve_history(["7"], "auto")

@@ -17,8 +17,9 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import datetime as dt
 import logging
-import tempfile
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,26 @@ import torch
 from genrec.data import RecDataset
 
 logger = logging.getLogger(__name__)
+
+
+DEFAULT_RUNS_ROOT = Path("log") / "results-runs"
+
+
+def runs_root(args: argparse.Namespace) -> Path:
+    """Where the generator's runs are kept: ``--checkpoint-dir``, else ``log/results-runs/<start>``.
+
+    The runs are kept (not trained in a temporary folder) so the model can be handed to
+    ``genrec.recommend`` afterwards; one folder per invocation, because a run folder that already
+    holds a checkpoint is refused by the training loop, so a rerun must not land in an older one.
+    """
+    given = getattr(args, "checkpoint_dir", None)
+    if given:
+        return Path(given)
+    stamp = getattr(args, "_genrec_runs_stamp", None)
+    if stamp is None:
+        stamp = f"{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}"
+        setattr(args, "_genrec_runs_stamp", stamp)
+    return DEFAULT_RUNS_ROOT / stamp
 
 
 @dataclass
@@ -136,33 +157,28 @@ def run_genrec(dataset: RecDataset, budget_minutes: float, args: argparse.Namesp
     cfg = apply_overrides(GenRecEntryConfig(), "genrec", getattr(args, "set", None))
     threads = getattr(args, "threads", None) or torch.get_num_threads()
     epochs = getattr(args, "epochs", None) or 200
-    ckpt_root = getattr(args, "checkpoint_dir", None)
-    tmp = None if ckpt_root else tempfile.TemporaryDirectory(prefix="genrec-results.")
-    out_dir = Path(ckpt_root) / dataset.name if ckpt_root else Path(tmp.name)
+    out_dir = runs_root(args) / dataset.name
     codes_tag = _codes_tag(cfg.text_codes, cfg.image_codes)
-    try:
-        tcfg = genrec_train_config(dataset, cfg, budget_minutes, out_dir=out_dir, run=f"genrec-{codes_tag}",
-                                   epochs=epochs, threads=threads, budget_clock=getattr(args, "budget_clock", None) or "wall")
-        summary = train(tcfg)
-        run_dir = Path(summary["run_dir"])
-        ev = evaluate_genrec_run(run_dir, dataset, cfg, threads)
-        chosen = ev["reported"]
-        params = _count_params(run_dir)
-        epochs, best_epoch = _epochs(run_dir, summary["best_step"])
-        out: dict[str, Any] = dict(ev["metrics"])
-        out.update(train_seconds=round(summary["train_seconds"], 1), params=params, users=ev["users"],
-                   epochs=epochs, best_epoch=best_epoch, steps=summary["step"], stop_reason=summary["stop_reason"],
-                   reported=chosen, by_modality=ev["by_modality"], decode_users_per_second=ev["decode_users_per_second"],
-                   model_config=dataclasses.asdict(cfg),
-                   train_config={**tcfg.to_json(), "budget_minutes": budget_minutes},
-                   note=f"T5 {cfg.preset} preset, tasks {','.join(tcfg.tasks)}, histories of {cfg.max_history} items, "
-                        f"beam {cfg.beams}, {cfg.objective} objective, {cfg.item_inputs} inputs; reported: {chosen}")
-        if ckpt_root:
-            out["run_dir"] = str(run_dir)
-        return out
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+    tcfg = genrec_train_config(dataset, cfg, budget_minutes, out_dir=out_dir, run=f"genrec-{codes_tag}",
+                               epochs=epochs, threads=threads, budget_clock=getattr(args, "budget_clock", None) or "wall")
+    summary = train(tcfg)
+    run_dir = Path(summary["run_dir"])
+    ev = evaluate_genrec_run(run_dir, dataset, cfg, threads)
+    chosen = ev["reported"]
+    params = _count_params(run_dir)
+    epochs, best_epoch = _epochs(run_dir, summary["best_step"])
+    out: dict[str, Any] = dict(ev["metrics"])
+    out.update(train_seconds=round(summary["train_seconds"], 1), params=params, users=ev["users"],
+               epochs=epochs, best_epoch=best_epoch, steps=summary["step"], stop_reason=summary["stop_reason"],
+               reported=chosen, by_modality=ev["by_modality"], decode_users_per_second=ev["decode_users_per_second"],
+               model_config=dataclasses.asdict(cfg),
+               train_config={**tcfg.to_json(), "budget_minutes": budget_minutes},
+               note=f"T5 {cfg.preset} preset, tasks {','.join(tcfg.tasks)}, histories of {cfg.max_history} items, "
+                    f"beam {cfg.beams}, {cfg.objective} objective, {cfg.item_inputs} inputs; reported: {chosen}")
+    out["run_dir"] = str(run_dir)
+    logger.info("genrec on %s: run kept in %s (python -m genrec.recommend --ckpt %s --dataset %s --data-root %s "
+                "--history ...)", dataset.name, run_dir, run_dir, dataset.name, str(dataset.dir.parent))
+    return out
 
 
 def _codes_tag(text_codes: str, image_codes: str) -> str:

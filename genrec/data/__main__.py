@@ -13,7 +13,9 @@ from genrec.data.errors import DataError
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m genrec.data", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    stats = sub.add_parser("stats", help="print users, items, interactions, mean length and modalities as JSON")
+    stats = sub.add_parser("stats", help="print users, items, interactions, mean length, modalities and an order "
+                                          "check (share of sequences sorted by item id / original id) as JSON; "
+                                          "warns when the sequences look sorted by id instead of by time")
     stats.add_argument("--data-root", default="data")
     stats.add_argument("--dataset", required=True)
     stats.add_argument("--text-codes", default=None, help="explicit text code file")
@@ -29,7 +31,13 @@ def main(argv: list[str] | None = None) -> int:
             from genrec.data.dataset import load_dataset
 
             ds = load_dataset(args.data_root, args.dataset, text_codes=args.text_codes, image_codes=args.image_codes)
-            print(json.dumps(ds.stats(), indent=2))
+            from genrec.data.order import order_check
+
+            out = ds.stats()
+            out["order"] = order_check(ds.sequences, {v: k for k, v in (ds.item2id or {}).items()})
+            if out["order"]["warning"]:
+                logging.getLogger("genrec.data").warning("%s: %s", ds.dir, out["order"]["warning"])
+            print(json.dumps(out, indent=2))
             return 0
         return args.func(args)
     except (DataError, FileNotFoundError, ValueError) as e:

@@ -70,6 +70,12 @@ def write_titles(data_root: str | Path, name: str, overwrite: bool = False) -> P
     if out.exists() and not overwrite:
         raise DataError(out, "already exists (pass --overwrite to replace it)")
     meta = titles_from_p5(dir, name)
+    if not ((dir / f"{name}.inter.json").is_file() or (dir / f"{name}.test.inter").is_file()):
+        raise DataError(dir, f"no interactions: expected {name}.inter.json or {name}.train/valid/test.inter. "
+                             f"Make them first: `python -m genrec.data prepare --reviews <reviews dump> --dataset "
+                             f"{name} --out {data_root}` from raw Amazon reviews, or `python -m genrec.data link "
+                             f"--from <folder holding {name}/> --dataset {name} --out {data_root}` for a prepared "
+                             f"dataset folder; then run titles again")
     ds = load_dataset(data_root, name)  # the interactions must agree with the item count
     if ds.num_items > len(meta):
         raise DataError(dir / "user_sequence.txt", f"names {len(meta)} items but the interactions use {ds.num_items}")
@@ -78,7 +84,12 @@ def write_titles(data_root: str | Path, name: str, overwrite: bool = False) -> P
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("titles", help="write <ds>.item.json from P5-style user_sequence.txt + " + NAMES_FILE)
+    p = sub.add_parser(
+        "titles", help="write <ds>.item.json from P5-style user_sequence.txt + " + NAMES_FILE,
+        description="Write <root>/<ds>/<ds>.item.json (item titles) from P5-style files. Must exist first in "
+                    "<root>/<ds>/: user_sequence.txt, " + NAMES_FILE + ", and the interactions "
+                    "(<ds>.inter.json or <ds>.train/valid/test.inter, made by `python -m genrec.data prepare` "
+                    "or linked with `python -m genrec.data link`).")
     p.add_argument("--data-root", default="data")
     p.add_argument("--dataset", required=True)
     p.add_argument("--overwrite", action="store_true")
