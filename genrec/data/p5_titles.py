@@ -73,7 +73,9 @@ def write_titles(data_root: str | Path, name: str, overwrite: bool = False) -> P
     if not ((dir / f"{name}.inter.json").is_file() or (dir / f"{name}.test.inter").is_file()):
         raise DataError(dir, f"no interactions: expected {name}.inter.json or {name}.train/valid/test.inter. "
                              f"Make them first: `python -m genrec.data prepare --reviews <reviews dump> --dataset "
-                             f"{name} --out {data_root}` from raw Amazon reviews, or `python -m genrec.data link "
+                             f"{name} --out {data_root}` from raw Amazon reviews, `python -m genrec.data prepare "
+                             f"--p5 {dir} --dataset {name} --out {data_root}` from these P5 files (it writes item.json "
+                             f"from the names too), or `python -m genrec.data link "
                              f"--from <folder holding {name}/> --dataset {name} --out {data_root}` for a prepared "
                              f"dataset folder; then run titles again")
     ds = load_dataset(data_root, name)  # the interactions must agree with the item count
@@ -89,7 +91,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         description="Write <root>/<ds>/<ds>.item.json (item titles) from P5-style files. Must exist first in "
                     "<root>/<ds>/: user_sequence.txt, " + NAMES_FILE + ", and the interactions "
                     "(<ds>.inter.json or <ds>.train/valid/test.inter, made by `python -m genrec.data prepare` "
-                    "or linked with `python -m genrec.data link`).")
+                    "(--reviews, or --p5 for these very files) or linked with `python -m genrec.data link`).")
     p.add_argument("--data-root", default="data")
     p.add_argument("--dataset", required=True)
     p.add_argument("--overwrite", action="store_true")
