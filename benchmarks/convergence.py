@@ -121,6 +121,17 @@ def _genrec_point(dataset, model: str, budget: float, args: argparse.Namespace, 
             "params": sum(p.numel() for p in load_model(run_dir / "best").parameters())}
 
 
+def _dataset_paths(flag: str, items: list[str]) -> dict[str, str]:
+    """``{dataset: path}`` from ``DATASET=PATH`` arguments whose paths exist."""
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not Path(path).exists():
+            raise ValueError(f"{flag} {item!r}: expected DATASET=PATH of an existing file or folder")
+        out[name] = path
+    return out
+
+
 def _append_point(stem: Path, point: dict[str, Any], mine: dict[str, Any]) -> dict[str, Any]:
     """Add a point under a file lock, re-reading the file first: two runs of this script may share it."""
     import fcntl
@@ -237,20 +248,12 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
     if any(b <= 0 for b in args.budgets) or args.budgets != sorted(args.budgets):
         print("convergence: error: --budgets must be positive and ascending", file=sys.stderr)
         return 2
-    codes = {}
-    for item in args.text_codes:
-        name, sep, path = item.partition("=")
-        if not sep or not Path(path).is_file():
-            print(f"convergence: error: --text-codes {item!r}: expected DATASET=FILE of an existing file", file=sys.stderr)
-            return 2
-        codes[name] = path
-    args.codebook_runs = {}
-    for item in args.codebooks:
-        name, sep, path = item.partition("=")
-        if not sep or not Path(path).exists():
-            print(f"convergence: error: --codebooks {item!r}: expected DATASET=RUN of an existing folder", file=sys.stderr)
-            return 2
-        args.codebook_runs[name] = path
+    try:
+        codes = _dataset_paths("--text-codes", args.text_codes)
+        args.codebook_runs = _dataset_paths("--codebooks", args.codebooks)
+    except ValueError as e:
+        print(f"convergence: error: {e}", file=sys.stderr)
+        return 2
     stem = Path(args.out)
     results = _load(stem.with_suffix(".json"))
     command = "python benchmarks/convergence.py " + " ".join(sys.argv[1:] if argv is None else argv)

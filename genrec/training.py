@@ -555,18 +555,20 @@ class Trainer:
     # -- one optimizer step ------------------------------------------------------------------
     def _forward_sum(self, model, batch: dict[str, torch.Tensor], keys: Sequence | None = None) -> torch.Tensor:
         """Summed target-token loss of a batch; ``keys``: each example's (dataset, target modality)."""
-        from genrec.objective import constrained_loss_sum, full_loss_sum
-
         batch = {k: v.to(self.acc.device, non_blocking=True) for k, v in batch.items()}
         labels = batch.pop("labels")
         with self.acc.autocast():
             logits = model(**batch).logits
+        return self._loss_sum(logits, labels, keys)
+
+    def _loss_sum(self, logits: torch.Tensor, labels: torch.Tensor, keys: Sequence | None) -> torch.Tensor:
+        from genrec.objective import constrained_loss_sum, full_loss_sum
+
         if self.cfg.objective == "constrained":
             return constrained_loss_sum(logits, labels, keys, self.tries)
         return full_loss_sum(logits, labels)
 
     def _prefix_forward_sum(self, model, srcs, tgts, keys) -> torch.Tensor:
-        from genrec.objective import constrained_loss_sum, full_loss_sum
         from genrec.prefix_training import collate_prefix
 
         batch, row_keys = collate_prefix(srcs, tgts, keys, pad_id=self.tokenizer.pad_token_id)
@@ -575,9 +577,7 @@ class Trainer:
         with self.acc.autocast():
             logits = self.acc.unwrap_model(model).prefix_logits(**batch) if self.world == 1 else \
                 model(prefix=batch)  # DDP needs the wrapped module's forward
-        if self.cfg.objective == "constrained":
-            return constrained_loss_sum(logits, labels, row_keys, self.tries)
-        return full_loss_sum(logits, labels)
+        return self._loss_sum(logits, labels, row_keys)
 
     def micro_batches(self, idx: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
         """This process's length-sorted micro-batches of the global batch ``idx``."""
