@@ -50,6 +50,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # code-token embeddings start from the quantizer's codewords (needs --codebooks DATASET=RUN)
     "genrec+constrained+pooled+seminit": {"objective": "constrained", "item_inputs": "pooled", "prefix_training": False,
                                           "seminit": True},
+    # the paper's model size (d_model 128, 4+4 layers) on the pooled rung: the small model early-stops on Office
+    "genrec+constrained+pooled+paper": {"objective": "constrained", "item_inputs": "pooled", "prefix_training": False,
+                                        "preset": "paper"},
+    # finetune from a cross-domain pretraining run (needs --pretrained DATASET=RUN; same codes as that run)
+    "genrec+constrained+pooled+pretrain": {"objective": "constrained", "item_inputs": "pooled", "prefix_training": False,
+                                           "pretrain": True},
     # batch in windows: 32 windows hold about as many targets as 256 samples (256 windows: 8x fewer
     # updates per epoch, which learned far slower per CPU-minute on Office)
     "genrec+constrained+pooled+prefix": {"objective": "constrained", "item_inputs": "pooled", "prefix_training": True,
@@ -83,21 +89,33 @@ def _sasrec_point(dataset, budget: float, args: argparse.Namespace) -> dict[str,
             "steps": out["steps"], "train_wall_seconds": out["train_seconds"]}
 
 
-def _genrec_point(dataset, model: str, budget: float, args: argparse.Namespace, codes: dict[str, str]) -> dict[str, Any]:
-    from genrec.baselines.genrec_entry import GenRecEntryConfig, evaluate_genrec_run, genrec_train_config
+def variant_config(dataset, model: str, args: argparse.Namespace, codes: dict[str, str]):
+    """The results entry's config of one ladder rung on one dataset (``--set`` overrides applied)."""
+    from genrec.baselines.genrec_entry import GenRecEntryConfig
     from genrec.baselines.registry import apply_overrides
-    from genrec.model import load_model
-    from genrec.training import TrainConfig, train
 
     lever = dict(VARIANTS[model])
     if lever.pop("seminit", False):
         if dataset.name not in args.codebook_runs:
             raise SystemExit(f"convergence: error: {model} needs --codebooks {dataset.name}=<quantizer run>")
         lever["text_codebooks"] = args.codebook_runs[dataset.name]
+    if lever.pop("pretrain", False):
+        if dataset.name not in args.pretrained_runs:
+            raise SystemExit(f"convergence: error: {model} needs --pretrained {dataset.name}=<pretraining run>")
+        lever["init"] = args.pretrained_runs[dataset.name]
     cfg = dataclasses.replace(GenRecEntryConfig(), **lever)
     cfg = apply_overrides(cfg, "genrec", args.set)
     if dataset.name in codes:
         cfg = dataclasses.replace(cfg, text_codes=codes[dataset.name])
+    return cfg
+
+
+def _genrec_point(dataset, model: str, budget: float, args: argparse.Namespace, codes: dict[str, str]) -> dict[str, Any]:
+    from genrec.baselines.genrec_entry import evaluate_genrec_run, genrec_train_config
+    from genrec.model import load_model
+    from genrec.training import TrainConfig, train
+
+    cfg = variant_config(dataset, model, args, codes)
     run_dir = Path(args.runs) / dataset.name / model
     last = run_dir / "checkpoints" / "last" / "train_config.json"
     if last.is_file():  # continue the same run up to the new budget
@@ -212,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-codes", nargs="*", default=[], metavar="DATASET=FILE", help="text code file per dataset")
     p.add_argument("--codebooks", nargs="*", default=[], metavar="DATASET=RUN",
                    help="quantizer run that produced a dataset's text codes (for the seminit rung)")
+    p.add_argument("--pretrained", nargs="*", default=[], metavar="DATASET=RUN",
+                   help="pretraining run (other datasets, same code vocabulary) to finetune from (for the pretrain rung)")
     p.add_argument("--runs", default="log/convergence", help="run folders: <runs>/<dataset>/<model>")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--epochs", type=int, default=0, help="epoch cap of every run (0 = the models' defaults)")
@@ -251,6 +271,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
     try:
         codes = _dataset_paths("--text-codes", args.text_codes)
         args.codebook_runs = _dataset_paths("--codebooks", args.codebooks)
+        args.pretrained_runs = _dataset_paths("--pretrained", args.pretrained)
     except ValueError as e:
         print(f"convergence: error: {e}", file=sys.stderr)
         return 2

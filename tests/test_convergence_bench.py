@@ -52,3 +52,66 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     assert "unknown model" in capsys.readouterr().err
     assert conv.main(["--datasets", "X", "--budgets", "30", "8", "--out", str(tmp_path / "c")]) == 2
     assert "ascending" in capsys.readouterr().err
+
+
+def _rung_data(synthetic_root, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from genrec.data import codes_to_json, format_code, load_dataset
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    rng = np.random.default_rng(0)
+    text = [format_code([*rng.integers(0, 6, size=3), i % 3], "text") for i in range(64)]
+    (root / "Synthetic" / "Synthetic.index_lemb.json").write_text(json.dumps(codes_to_json(text)))
+    return root, load_dataset(root, "Synthetic")
+
+
+def _rung_args(tmp_path, **kw):
+    import argparse
+
+    return argparse.Namespace(set=["genrec.preset=tiny", "genrec.eval_users=20", "genrec.beams=5"],
+                              codebook_runs=kw.get("codebooks", {}), pretrained_runs=kw.get("pretrained", {}))
+
+
+@pytest.mark.parametrize("model", ["genrec-published", "genrec+constrained", "genrec+constrained+pooled",
+                                   "genrec+constrained+pooled+dropout0.3", "genrec+constrained+pooled+paper",
+                                   "genrec+constrained+pooled+prefix", "genrec+constrained+pooled+pretrain"])
+def test_every_rung_trains_one_epoch_on_the_fixture(synthetic_root, tmp_path, model):
+    import dataclasses
+
+    from genrec.baselines.genrec_entry import genrec_train_config
+    from genrec.training import train
+
+    conv = load_benchmark("convergence")
+    assert set(conv.VARIANTS) >= {model}
+    root, dataset = _rung_data(synthetic_root, tmp_path)
+    pretrained = {}
+    if model.endswith("+pretrain"):
+        # a pretraining run on the same code vocabulary, the rung finetunes from it
+        pre = conv.variant_config(dataset, "genrec+constrained+pooled", _rung_args(tmp_path), {})
+        train(dataclasses.replace(genrec_train_config(dataset, pre, 0, out_dir=tmp_path / "pre", run="p", epochs=1,
+                                                      threads=1), mode="pretrain", cache_dir="none"))
+        pretrained = {"Synthetic": str(tmp_path / "pre" / "p")}
+    cfg = conv.variant_config(dataset, model, _rung_args(tmp_path, pretrained=pretrained), {})
+    for field, value in conv.VARIANTS[model].items():
+        if field not in ("pretrain", "seminit", "preset"):  # preset: the test's tiny override wins
+            assert getattr(cfg, field) == value, field
+    tcfg = dataclasses.replace(genrec_train_config(dataset, cfg, 0, out_dir=tmp_path / "runs", run="r", epochs=1,
+                                                   threads=1), cache_dir="none")
+    out = train(tcfg)
+    assert out["stop_reason"] == "epochs"
+    saved = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())
+    assert saved["objective"] == cfg.objective and saved["item_inputs"] == cfg.item_inputs
+    assert saved["init"] == (pretrained.get("Synthetic"))
+
+
+def test_a_rung_without_its_run_is_refused(synthetic_root, tmp_path):
+    conv = load_benchmark("convergence")
+    _, dataset = _rung_data(synthetic_root, tmp_path)
+    with pytest.raises(SystemExit, match="needs --pretrained Synthetic="):
+        conv.variant_config(dataset, "genrec+constrained+pooled+pretrain", _rung_args(tmp_path), {})
+    with pytest.raises(SystemExit, match="needs --codebooks Synthetic="):
+        conv.variant_config(dataset, "genrec+constrained+pooled+seminit", _rung_args(tmp_path), {})

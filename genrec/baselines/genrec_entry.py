@@ -74,6 +74,7 @@ class GenRecEntryConfig:
     prefix_training: bool = False   # every target of a user window in one causal pass (seqrec/seqimage only)
     text_codebooks: str = ""        # semantic init from this quantizer run (the one that produced text_codes)
     dropout: float = -1.0           # < 0: the preset's own (0.1)
+    init: str = ""                  # start from this pretraining run (same code vocabulary; its preset wins)
 
 
 def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minutes: float, *, out_dir: Path,
@@ -96,7 +97,7 @@ def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minu
                   image_codes=cfg.image_codes or None, output_dir=str(out_dir), run=run, seed=cfg.seed,
                   time_budget_minutes=budget_minutes if budget_minutes > 0 else 0.0, budget_clock=budget_clock,
                   eval_users=cfg.eval_users, eval_beams=cfg.beams, num_threads=threads, progress=False,
-                  recipe=cfg.recipe, text_codebooks=cfg.text_codebooks or None)
+                  recipe=cfg.recipe, text_codebooks=cfg.text_codebooks or None, init=cfg.init or None)
     if cfg.recipe != "cpu":  # another recipe brings its own hyper-parameters
         recipe = load_recipe(cfg.recipe, "finetune")
         if recipe.get("prefix_training"):
