@@ -78,6 +78,7 @@ def _rung_args(tmp_path, **kw):
 
 @pytest.mark.parametrize("model", ["genrec-published", "genrec+constrained", "genrec+constrained+pooled",
                                    "genrec+constrained+pooled+dropout0.3", "genrec+constrained+pooled+paper",
+                                   "genrec+constrained+pooled+cosine25",
                                    "genrec+constrained+pooled+prefix", "genrec+constrained+pooled+pretrain"])
 def test_every_rung_trains_one_epoch_on_the_fixture(synthetic_root, tmp_path, model):
     import dataclasses
@@ -99,6 +100,8 @@ def test_every_rung_trains_one_epoch_on_the_fixture(synthetic_root, tmp_path, mo
     for field, value in conv.VARIANTS[model].items():
         if field not in ("pretrain", "seminit", "preset"):  # preset: the test's tiny override wins
             assert getattr(cfg, field) == value, field
+    if cfg.epochs:
+        cfg = dataclasses.replace(cfg, epochs=1)  # the fixture trains one epoch whatever the rung's horizon
     tcfg = dataclasses.replace(genrec_train_config(dataset, cfg, 0, out_dir=tmp_path / "runs", run="r", epochs=1,
                                                    threads=1), cache_dir="none")
     out = train(tcfg)
@@ -106,6 +109,7 @@ def test_every_rung_trains_one_epoch_on_the_fixture(synthetic_root, tmp_path, mo
     saved = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())
     assert saved["objective"] == cfg.objective and saved["item_inputs"] == cfg.item_inputs
     assert saved["init"] == (pretrained.get("Synthetic"))
+    assert saved["scheduler"] == conv.VARIANTS[model].get("scheduler", "constant")
 
 
 def test_a_rung_without_its_run_is_refused(synthetic_root, tmp_path):

@@ -75,6 +75,8 @@ class GenRecEntryConfig:
     text_codebooks: str = ""        # semantic init from this quantizer run (the one that produced text_codes)
     dropout: float = -1.0           # < 0: the preset's own (0.1)
     init: str = ""                  # start from this pretraining run (same code vocabulary; its preset wins)
+    scheduler: str = "constant"     # or cosine / linear: decay after warmup, over `epochs`
+    epochs: int = 0                 # 0: the caller's epoch cap (a decaying schedule needs a real horizon)
 
 
 def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minutes: float, *, out_dir: Path,
@@ -109,9 +111,9 @@ def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minu
                                              "epochs": epochs or recipe.get("epochs", 200)})
     return default_config(
         "finetune", **common, tasks=tasks, max_history=cfg.max_history, preset=cfg.preset, objective=cfg.objective,
-        item_inputs=cfg.item_inputs, prefix_training=cfg.prefix_training, epochs=epochs,
+        item_inputs=cfg.item_inputs, prefix_training=cfg.prefix_training, epochs=cfg.epochs or epochs,
         dropout=cfg.dropout if cfg.dropout >= 0 else None,
-        batch_size=cfg.batch_size, micro_batch_size=cfg.batch_size, lr=cfg.lr, scheduler="constant",
+        batch_size=cfg.batch_size, micro_batch_size=cfg.batch_size, lr=cfg.lr, scheduler=cfg.scheduler,
         warmup_ratio=0.0, warmup_epochs=cfg.warmup_epochs, select_metric="ndcg@10")
 
 
