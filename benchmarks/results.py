@@ -8,7 +8,10 @@ is selected on validation NDCG@10) and is then scored on the test split: full ra
 items, leave-one-out, nothing excluded but padding. Writes ``benchmarks/results/results.json`` and
 ``results.md`` (atomically, after every run, so a long run can be watched) with HR@1/5/10,
 NDCG@5/10, training time, parameters, published numbers (Instruments, Beauty, Sports, Toys), and the exact
-command. ``--merge`` adds to / replaces entries of an existing results.json instead of starting over.
+command. ``--eval-negatives N`` switches the baselines to the sampled protocol (target among N sampled
+negatives); such rows are stored and shown as ``<model> (sampled-N)`` next to, never in place of, the
+full-ranking rows, and every run records its ``protocol``. ``--merge`` adds to / replaces entries of an
+existing results.json instead of starting over.
 Models come from ``genrec.baselines.registry.MODELS`` (``@register`` adds more).
 """
 
@@ -34,7 +37,7 @@ if str(REPO) not in sys.path:  # run as a script from a checkout that is not pip
 
 from genrec.baselines.cli import add_train_flags, open_dataset
 from genrec.baselines.features import NotApplicable
-from genrec.baselines.registry import METRIC_KEYS, MODELS, check_overrides
+from genrec.baselines.registry import METRIC_KEYS, MODELS, check_overrides, eval_protocol
 from genrec.data import DataError
 from genrec.utils.io import atomic_write_json, atomic_write_text
 
@@ -109,8 +112,19 @@ def _ratio(run: dict[str, Any], pop: dict[str, Any] | None, key: str = "NDCG@10"
     return f"{run[key] / pop[key]:.2f}x"
 
 
+def run_key(name: str, protocol: str, suffix: str = "") -> str:
+    """The row name: sampled runs carry their protocol, so they never replace a full-ranking row."""
+    return name + ("" if protocol == "full" else f" ({protocol})") + suffix
+
+
+def _protocol(run: dict[str, Any]) -> str:
+    return run.get("protocol", "full")  # runs written before the protocol was recorded were all full ranking
+
+
 def render_markdown(results: dict[str, Any]) -> str:
-    lines = ["# Results: baselines and the generative recommender (full ranking, leave-one-out)", ""]
+    sampled = sorted({_protocol(run) for runs in results["runs"].values() for run in runs.values()} - {"full"})
+    scope = "full ranking" + (f"; rows marked {', '.join(sampled)}: sampled" if sampled else "")
+    lines = [f"# Results: baselines and the generative recommender ({scope}, leave-one-out)", ""]
     lines.append("Produced by:")
     lines.append("")
     for cmd in results["commands"]:
@@ -130,6 +144,15 @@ def render_markdown(results: dict[str, Any]) -> str:
         "Published rows are quoted, not re-run.",
         "",
     ]
+    if sampled:
+        lines += [
+            "Rows marked (sampled-N) use the sampled protocol instead: the target is ranked among N items drawn "
+            "uniformly (fixed seed per user, the same for every model) from those the user never interacted with, "
+            "validation and model selection included. They are not comparable with the full-ranking rows or the "
+            "published rows above: sampled metrics overstate quality and can reorder models (Krichene & Rendle, "
+            "KDD 2020). Their 'vs pop' is against popularity under the same protocol.",
+            "",
+        ]
     if any(name.startswith("genrec") for runs in results["runs"].values() for name in runs):
         lines += [
             "genrec rows: the multi-task T5 trained from scratch (no pretraining) under the same budget, histories = "
@@ -147,12 +170,16 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines.append("")
         lines.append("| model | " + " | ".join(cols) + " | vs pop | budget min | train s | params | epochs (best) | stop |")
         lines.append("|---|" + "---|" * (len(cols) + 6))
-        pop = runs.get("popularity")
-        pop = pop if pop and "status" not in pop else None
+        pops = {p: runs.get(run_key("popularity", p)) for p in {_protocol(r) for r in runs.values()}}
         for name, run in runs.items():
+            protocol = _protocol(run)
+            if protocol != "full" and f"({protocol})" not in name:  # a row renamed by hand still shows its protocol
+                name = run_key(name, protocol)
             if "status" in run:
                 lines.append(f"| {name} | {run['status']}: {run['reason']} |" + " |" * (len(cols) + 5))
                 continue
+            pop = pops.get(protocol)
+            pop = pop if pop and "status" not in pop and _protocol(pop) == protocol else None
             cells = [_fmt(run.get(c)) for c in cols]
             epochs = f"{run['epochs']} ({run['best_epoch']})" if "epochs" in run else "-"
             budget = run.get("train_config", {}).get("budget_minutes", "-")
@@ -205,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise ValueError(f"unknown models {unknown}; registered: {sorted(MODELS)}")
         check_overrides(args.set, args.models)
+        protocols = {name: eval_protocol(name, args) for name in args.models}
         if args.budget_minutes <= 0:
             raise ValueError("--budget-minutes must be positive")
     except ValueError as e:
@@ -240,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "embeddings": dataset.available_embeddings()}
         runs = results["runs"].setdefault(ds, {})
         for name in args.models:
-            logger.info("=== %s on %s (budget %.1f min)", name, ds, args.budget_minutes)
+            logger.info("=== %s on %s (budget %.1f min, %s)", name, ds, args.budget_minutes, protocols[name])
             start = time.perf_counter()
             try:
                 run = MODELS[name](dataset, args.budget_minutes, args)
@@ -249,10 +277,13 @@ def main(argv: list[str] | None = None) -> int:
             except (DataError, ValueError) as e:
                 run = {"status": "error", "reason": str(e)}
                 failures += 1
+            run.setdefault("protocol", protocols[name])
+            if run["protocol"] != protocols[name]:
+                raise RuntimeError(f"{name} evaluated with {run['protocol']}, asked for {protocols[name]}")
             run["wall_seconds"] = round(time.perf_counter() - start, 1)
             run["command"] = command
             run["date"] = dt.datetime.now().isoformat(timespec="seconds")
-            runs[name + args.suffix] = run
+            runs[run_key(name, protocols[name], args.suffix)] = run
             write_outputs(results, out)
             if "status" in run:
                 logger.warning("%s on %s: %s (%s)", name, ds, run["status"], run["reason"])

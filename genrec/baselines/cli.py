@@ -56,6 +56,13 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-every", type=int, help="epochs between validation runs")
     g.add_argument("--patience", type=int, help="validation runs without improvement before stopping")
     g.add_argument("--eval-batch-size", type=int)
+    g.add_argument("--eval-negatives", type=int, metavar="N",
+                   help="0 (default) = full ranking over all items; N = rank each validation/test target among N "
+                        "negatives sampled uniformly from the items its user never interacted with (the sampled "
+                        "protocol of the SASRec paper, N=100); results are labelled 'sampled-N'")
+    g.add_argument("--eval-negatives-seed", type=int, metavar="S",
+                   help="seed of the sampled negatives (default 0); with the user index it fixes each user's sample, "
+                        "the same for every model")
     g.add_argument("--seed", type=int)
     g.add_argument("--cpu", action="store_true", default=None, help="force CPU even with a GPU present")
     g.add_argument("--threads", type=int, help="torch CPU threads; 1 is much faster when other jobs share the cores")

@@ -11,11 +11,12 @@ from ``seq[:-2]``; test predicts ``seq[-1]`` from ``seq[:-1]`` (histories capped
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 
+from genrec.baselines.sampled_eval import EvalNegatives
 from genrec.data import RecDataset, Sample, training_sequences
 
 PAD = 0
@@ -50,6 +51,9 @@ class SequenceData:
     valid: list[Sample]
     test: list[Sample]
     times: torch.Tensor | None = None  # [U', L] int64 unix seconds of each input position (0 = padding)
+    sequences: Sequence[Sequence[int]] | None = None  # per dataset user: the whole sequence (sampled evaluation)
+    _negatives: dict[tuple[int, int], EvalNegatives] = field(default_factory=dict, init=False, repr=False,
+                                                             compare=False)
 
     @classmethod
     def from_dataset(cls, dataset: RecDataset, max_len: int = 50, with_times: bool = False) -> "SequenceData":
@@ -67,7 +71,8 @@ class SequenceData:
         if with_times:
             windows = [dataset.times[u][: len(train_items[u])][-(max_len + 1):][:-1] for u, _ in rows]
             times = pad_times(windows, max_len)
-        return cls(dataset.num_items, max_len, inputs, targets, users, train_items, split.valid, split.test, times)
+        return cls(dataset.num_items, max_len, inputs, targets, users, train_items, split.valid, split.test, times,
+                   dataset.sequences)
 
     @property
     def num_train_rows(self) -> int:
@@ -85,6 +90,15 @@ class SequenceData:
     def train_times(self, rows: torch.Tensor, width: int) -> torch.Tensor | None:
         """``[B, width]`` input times of ``rows`` (the width ``train_batch`` trimmed to), or None."""
         return None if self.times is None else self.times[rows, :width]
+
+    def eval_negatives(self, num_negatives: int, seed: int = 0) -> EvalNegatives:
+        """The sampled-evaluation negatives (built once per ``(N, seed)``: every model shares them)."""
+        if self.sequences is None:
+            raise ValueError("sampled evaluation needs the users' full sequences; build SequenceData.from_dataset")
+        key = (num_negatives, seed)
+        if key not in self._negatives:
+            self._negatives[key] = EvalNegatives(self.sequences, self.num_items, num_negatives, seed)
+        return self._negatives[key]
 
     def popularity(self) -> torch.Tensor:
         """``[num_items]`` interaction counts over the training parts."""

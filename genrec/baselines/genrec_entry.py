@@ -151,9 +151,15 @@ def evaluate_genrec_run(run_dir: Path, dataset: RecDataset, cfg: GenRecEntryConf
 
 
 def run_genrec(dataset: RecDataset, budget_minutes: float, args: argparse.Namespace) -> dict[str, Any]:
-    from genrec.baselines.registry import apply_overrides
+    from genrec.baselines.features import NotApplicable
+    from genrec.baselines.registry import apply_overrides, eval_protocol
     from genrec.training import train
 
+    protocol = eval_protocol("genrec", args)
+    if protocol != "full":
+        # beam search returns a top-K list, not a score for every item, so the target cannot be
+        # placed among sampled negatives; refuse before training rather than report full ranking
+        raise NotApplicable(None, f"the generator is evaluated by beam search (full ranking only), not {protocol}")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # save_pretrained's per-shard bar, once per checkpoint
@@ -171,7 +177,7 @@ def run_genrec(dataset: RecDataset, budget_minutes: float, args: argparse.Namesp
     params = _count_params(run_dir)
     epochs, best_epoch = _epochs(run_dir, summary["best_step"])
     out: dict[str, Any] = dict(ev["metrics"])
-    out.update(train_seconds=round(summary["train_seconds"], 1), params=params, users=ev["users"],
+    out.update(protocol="full", train_seconds=round(summary["train_seconds"], 1), params=params, users=ev["users"],
                epochs=epochs, best_epoch=best_epoch, steps=summary["step"], stop_reason=summary["stop_reason"],
                reported=chosen, by_modality=ev["by_modality"], decode_users_per_second=ev["decode_users_per_second"],
                model_config=dataclasses.asdict(cfg),

@@ -1,7 +1,8 @@
 """Model registry for the results benchmark: ``MODELS[name](dataset, budget_minutes, args) -> dict``.
 
 Each entry trains (under the budget) and evaluates one model on one loaded ``RecDataset`` and
-returns test metrics (``HR@K``/``NDCG@K``), ``train_seconds``, ``params`` and details. Other
+returns test metrics (``HR@K``/``NDCG@K``), the evaluation ``protocol`` (``"full"`` or
+``"sampled-N"``, from ``--eval-negatives``), ``train_seconds``, ``params`` and details. Other
 packages add entries with ``@register("name")``; ``args`` is the benchmark's namespace (entries
 read the attributes they know with ``getattr`` and defaults).
 
@@ -26,6 +27,7 @@ from genrec.baselines.genrec_entry import GenRecEntryConfig, run_genrec
 from genrec.baselines.id_gpt import IdGPT, IdGPTConfig
 from genrec.baselines.mm_transformer import MmTransformer4Rec, MmTransformerConfig
 from genrec.baselines.popularity import Popularity
+from genrec.baselines.sampled_eval import protocol_name
 from genrec.baselines.sasrec import SASRec, SASRecConfig
 from genrec.baselines.tisasrec import TiSASRec, TiSASRecConfig
 from genrec.baselines.trainer import KS, Trainer, TrainConfig, evaluate
@@ -64,7 +66,8 @@ MODEL_DEFAULTS: dict[str, Any] = {
 # Entries with their own settings dataclass (not trained by the baselines' Trainer).
 ENTRY_CONFIGS: dict[str, type] = {"genrec": GenRecEntryConfig}
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip", "max_len", "max_steps",
-               "group_batches", "eval_every", "patience", "eval_batch_size", "seed", "cpu", "budget_clock")
+               "group_batches", "eval_every", "patience", "eval_batch_size", "eval_negatives", "eval_negatives_seed",
+               "seed", "cpu", "budget_clock")
 
 
 def register(name: str) -> Callable[[RunFn], RunFn]:
@@ -131,6 +134,11 @@ def train_config(name: str, budget_minutes: float, args: argparse.Namespace) -> 
     elif ckpt:  # many runs: <checkpoint_dir>/<dataset>/<model>
         cfg = dataclasses.replace(cfg, output_dir=str(Path(ckpt) / getattr(args, "_dataset_name", "dataset") / name))
     return cfg
+
+
+def eval_protocol(name: str, args: argparse.Namespace) -> str:
+    """The protocol entry ``name`` evaluates with (``--eval-negatives`` or ``--set eval_negatives=``)."""
+    return protocol_name(train_config(name, 0.0, args).eval_negatives)
 
 
 # -- shared data (one split per dataset and window) -----------------------------------------
@@ -209,12 +217,15 @@ def run_sequence_model(name: str, dataset: RecDataset, budget_minutes: float, ar
     seed_everything(tcfg.seed)
     model = build_model(mcfg, dataset, tcfg.max_len)
     run_config = {"model": name, "dataset": dataset.name, "config": dataclasses.asdict(mcfg), "max_len": tcfg.max_len}
+    if tcfg.eval_negatives:  # model selection ran on this protocol: a checkpoint of another must not resume
+        run_config["protocol"] = protocol_name(tcfg.eval_negatives)
+        run_config["eval_negatives_seed"] = tcfg.eval_negatives_seed
     result = Trainer(model, data, tcfg, run_config=run_config).fit()
     out: dict[str, Any] = {k: v for k, v in result.test.items() if k != "users"}
-    out.update(train_seconds=round(result.train_seconds, 1), params=result.params, users=result.test["users"],
-               valid={k: v for k, v in result.valid.items() if k != "users"}, steps=result.steps,
-               epochs=round(result.epochs, 2), best_epoch=round(result.best_epoch, 2), stop_reason=result.stop_reason,
-               world_size=result.world_size, model_config=dataclasses.asdict(mcfg),
+    out.update(protocol=result.protocol, train_seconds=round(result.train_seconds, 1), params=result.params,
+               users=result.test["users"], valid={k: v for k, v in result.valid.items() if k != "users"},
+               steps=result.steps, epochs=round(result.epochs, 2), best_epoch=round(result.best_epoch, 2),
+               stop_reason=result.stop_reason, world_size=result.world_size, model_config=dataclasses.asdict(mcfg),
                train_config=dataclasses.asdict(tcfg), history=result.history)
     return out
 
@@ -225,15 +236,17 @@ for _name in MODEL_DEFAULTS:
 
 @register("popularity")
 def run_popularity(dataset: RecDataset, budget_minutes: float, args: argparse.Namespace) -> dict[str, Any]:
-    max_len = getattr(args, "max_len", None) or TrainConfig.max_len
-    data = sequence_data(dataset, max_len)
+    tcfg = train_config("popularity", budget_minutes, args)
+    protocol = protocol_name(tcfg.eval_negatives)
+    data = sequence_data(dataset, tcfg.max_len)
+    negatives = data.eval_negatives(tcfg.eval_negatives, tcfg.eval_negatives_seed) if tcfg.eval_negatives else None
     start = time.perf_counter()
     model = Popularity(data)
     seconds = time.perf_counter() - start
-    valid = evaluate(model.score, data.valid)
-    test = evaluate(model.score, data.test)
+    valid = evaluate(model.score, data.valid, negatives=negatives)
+    test = evaluate(model.score, data.test, negatives=negatives)
     out: dict[str, Any] = {k: v for k, v in test.items() if k != "users"}
-    out.update(train_seconds=round(seconds, 1), params=0, users=test["users"],
+    out.update(protocol=protocol, train_seconds=round(seconds, 1), params=0, users=test["users"],
                valid={k: v for k, v in valid.items() if k != "users"})
     return out
 

@@ -3,8 +3,10 @@
 - Data: shuffled training rows; the permutation of epoch ``e`` comes from ``seed`` and ``e``, so
   a resumed run sees the same batches. With several processes every rank takes its share of each
   global batch (``rows[rank::world]``), DDP averages the gradients.
-- Model selection: validation NDCG@10 (full ranking) every ``eval_every`` epochs and when
-  training stops; the best weights are kept and the test split is scored with them.
+- Model selection: validation NDCG@10 every ``eval_every`` epochs and when training stops; the
+  best weights are kept and the test split is scored with them. Both splits use one protocol:
+  full ranking, or with ``eval_negatives`` N > 0 the target among N fixed sampled negatives
+  (``genrec.baselines.sampled_eval``).
 - Stops at ``epochs``, after ``patience`` evaluations without improvement, at ``max_steps``, or
   when the time budget is spent (checked every step, agreed across ranks).
 - Checkpoints (``<output_dir>/last``, written atomically): model weights as safetensors, optimizer,
@@ -30,6 +32,7 @@ from tqdm.auto import tqdm
 
 from genrec.baselines.base import SeqRecModel, count_parameters
 from genrec.baselines.data import NegativeSampler, SequenceData, eval_batches_with_times
+from genrec.baselines.sampled_eval import EvalNegatives, protocol_name, ranks_among_candidates
 from genrec.data import Sample
 from genrec.metrics import metrics_from_ranks, ranks_from_scores
 from genrec.utils.io import atomic_dir, atomic_write_json
@@ -58,6 +61,8 @@ class TrainConfig:
     eval_every: int = 1  # epochs between validation runs
     patience: int = 10  # validation runs without improvement before stopping
     eval_batch_size: int = 1024
+    eval_negatives: int = 0  # 0 = full ranking; N = rank the target among N sampled negatives
+    eval_negatives_seed: int = 0  # the protocol's seed, apart from ``seed`` so every model gets the same sample
     seed: int = 42
     output_dir: str = ""  # where checkpoints go; "" = keep nothing on disk
     resume: bool = True  # continue from <output_dir>/last when it exists
@@ -92,13 +97,15 @@ class TrainResult:
     stop_reason: str
     world_size: int
     history: list[dict[str, Any]]
+    protocol: str = "full"
 
     def summary(self) -> dict[str, Any]:
         out = {f"test_{k}": v for k, v in self.test.items() if k != "users"}
         out.update({f"valid_{k}": v for k, v in self.valid.items() if k != "users"})
         out.update(params=self.params, train_seconds=round(self.train_seconds, 1), steps=self.steps,
                    epochs=round(self.epochs, 2), best_epoch=round(self.best_epoch, 2),
-                   stop_reason=self.stop_reason, world_size=self.world_size, test_users=self.test.get("users"))
+                   stop_reason=self.stop_reason, world_size=self.world_size, test_users=self.test.get("users"),
+                   protocol=self.protocol)
         return out
 
 
@@ -108,8 +115,9 @@ ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 @torch.no_grad()
 def evaluate(score: ScoreFn, samples: Sequence[Sample], batch_size: int = 1024,
              device: torch.device | str = "cpu", accelerator: Accelerator | None = None,
-             ks: Sequence[int] = KS) -> dict[str, float]:
-    """Full-ranking HR/NDCG over all items (only padding is outside the ranking).
+             ks: Sequence[int] = KS, negatives: EvalNegatives | None = None) -> dict[str, float]:
+    """HR/NDCG: full ranking over all items (only padding is outside the ranking), or with
+    ``negatives`` the rank of the target among its user's sampled negatives.
 
     With several processes each rank scores ``samples[rank::world]`` and the ranks are gathered.
     Samples that carry times (time-aware models) are scored with ``score(inputs, lengths, times)``.
@@ -119,12 +127,20 @@ def evaluate(score: ScoreFn, samples: Sequence[Sample], batch_size: int = 1024,
     # similar lengths in a batch: less padding (metrics do not depend on the order)
     samples = sorted(samples, key=lambda s: len(s.history))
     ranks = []
+    start = 0
     for inputs, lengths, targets, times in eval_batches_with_times(samples, batch_size):
         if times is None:
             scores = score(inputs.to(device), lengths.to(device))
         else:
             scores = score(inputs.to(device), lengths.to(device), times.to(device))
-        ranks.append(ranks_from_scores(scores.float(), targets.to(device)).cpu())
+        if negatives is None:
+            ranks.append(ranks_from_scores(scores.float(), targets.to(device)).cpu())
+        else:
+            # keyed by user, not by position: the sample does not depend on batching or sorting
+            users = [s.user for s in samples[start:start + len(targets)]]
+            negs = negatives.for_users(users).to(device)
+            ranks.append(ranks_among_candidates(scores.float(), targets.to(device), negs).cpu())
+        start += len(targets)
     flat = torch.cat(ranks).tolist() if ranks else []
     if accelerator is not None and accelerator.num_processes > 1:
         flat = gather_object(flat)
@@ -135,8 +151,11 @@ class Trainer:
     def __init__(self, model: SeqRecModel, data: SequenceData, cfg: TrainConfig, run_config: dict | None = None):
         if cfg.batch_size < 1 or cfg.epochs < 0 or cfg.eval_every < 1 or cfg.patience < 1:
             raise ValueError("batch_size, eval_every and patience must be positive and epochs non-negative")
+        self.protocol = protocol_name(cfg.eval_negatives)
         self.cfg = cfg
         self.data = data
+        self.eval_negatives = (data.eval_negatives(cfg.eval_negatives, cfg.eval_negatives_seed)
+                               if cfg.eval_negatives else None)
         self.run_config = run_config or {}
         self.accelerator = Accelerator(cpu=cfg.cpu or not torch.cuda.is_available())
         self.params = count_parameters(model)
@@ -165,7 +184,7 @@ class Trainer:
         self.model.eval()
         try:
             return evaluate(self.unwrapped.score, self.data.valid, self.cfg.eval_batch_size,
-                            self.accelerator.device, self.accelerator)
+                            self.accelerator.device, self.accelerator, negatives=self.eval_negatives)
         finally:
             self.model.train()
 
@@ -297,13 +316,15 @@ class Trainer:
         train_seconds = st.elapsed
         self.unwrapped.load_state_dict(self.best_weights)
         self.model.eval()
-        valid = evaluate(self.unwrapped.score, self.data.valid, cfg.eval_batch_size, acc.device, acc)
-        test = evaluate(self.unwrapped.score, self.data.test, cfg.eval_batch_size, acc.device, acc)
-        self._log("done (%s) after %d steps, %.0fs; best epoch %.2f; test HR@10 %.4f NDCG@10 %.4f",
-                  stop_reason, st.step, train_seconds, st.best_epoch, test["HR@10"], test["NDCG@10"])
+        valid = evaluate(self.unwrapped.score, self.data.valid, cfg.eval_batch_size, acc.device, acc,
+                         negatives=self.eval_negatives)
+        test = evaluate(self.unwrapped.score, self.data.test, cfg.eval_batch_size, acc.device, acc,
+                        negatives=self.eval_negatives)
+        self._log("done (%s) after %d steps, %.0fs; best epoch %.2f; test HR@10 %.4f NDCG@10 %.4f (%s)",
+                  stop_reason, st.step, train_seconds, st.best_epoch, test["HR@10"], test["NDCG@10"], self.protocol)
         return TrainResult(valid=valid, test=test, params=self.params, train_seconds=train_seconds, steps=st.step,
                            epochs=st.epoch + st.batch / batches_per_epoch, best_epoch=st.best_epoch,
-                           stop_reason=stop_reason, world_size=world, history=st.history)
+                           stop_reason=stop_reason, world_size=world, history=st.history, protocol=self.protocol)
 
     def _epoch_batches(self, epoch: int) -> list[torch.Tensor]:
         """Global batches of row indices for ``epoch`` (a pure function of seed and epoch).
