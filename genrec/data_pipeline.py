@@ -90,9 +90,9 @@ class DatasetData:
 
 
 # -- encoding ------------------------------------------------------------------------------
-def _encode_direction(task_id: int, eos: int, src_codes: np.ndarray, tgt_codes: np.ndarray,
-                      hist_flat: np.ndarray, hist_len: np.ndarray, targets: np.ndarray) -> Encoded:
-    """Vectorised ``[task] + codes(history) + [eos]`` for every sample at once."""
+def _encode_sources(task_id: int, eos: int, src_codes: np.ndarray, hist_flat: np.ndarray,
+                    hist_len: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised ``[task] + codes(history) + [eos]`` for every sample at once: (flat ids, offsets)."""
     n = len(hist_len)
     width = src_codes.shape[1]
     src_len = hist_len * width + 2
@@ -105,10 +105,23 @@ def _encode_direction(task_id: int, eos: int, src_codes: np.ndarray, tgt_codes: 
     flat[body] = src_codes[hist_flat].reshape(-1)
     flat[offsets[:-1]] = task_id
     flat[offsets[1:] - 1] = eos
-    tgt = np.empty((n, tgt_codes.shape[1] + 1), dtype=np.int32)
+    return flat, offsets
+
+
+def _encode_direction(task_id: int, eos: int, src_codes: np.ndarray, tgt_codes: np.ndarray,
+                      hist_flat: np.ndarray, hist_len: np.ndarray, targets: np.ndarray) -> Encoded:
+    flat, offsets = _encode_sources(task_id, eos, src_codes, hist_flat, hist_len)
+    tgt = np.empty((len(hist_len), tgt_codes.shape[1] + 1), dtype=np.int32)
     tgt[:, :-1] = tgt_codes[targets]
     tgt[:, -1] = eos
     return Encoded(flat, offsets, tgt)
+
+
+def _task_token_id(tokenizer, token: str) -> int:
+    task_id = tokenizer.convert_tokens_to_ids(token)
+    if task_id == tokenizer.unk_token_id:
+        raise ValueError(f"task token {token} is not in the tokenizer's vocabulary")
+    return task_id
 
 
 def _histories(samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -131,12 +144,21 @@ def encode_part(task: Task, split: str, dataset: str, tokenizer, code_ids: dict[
         flat, hist_len, targets, users = _histories(samples or [])
     variants = []
     for d in task.directions:
-        task_id = tokenizer.convert_tokens_to_ids(d.token)
-        if task_id == tokenizer.unk_token_id:
-            raise ValueError(f"task token {d.token} is not in the tokenizer's vocabulary")
-        variants.append(_encode_direction(task_id, eos, code_ids[d.source], code_ids[d.target],
-                                          flat, hist_len, targets))
+        variants.append(_encode_direction(_task_token_id(tokenizer, d.token), eos, code_ids[d.source],
+                                          code_ids[d.target], flat, hist_len, targets))
     return Part(dataset, task.name, split, variants, targets, users)
+
+
+def build_sources(tokenizer, task: Task, codes: dict[str, Codes], samples: Sequence[Sample], direction: int = 0
+                  ) -> list[list[int]]:
+    """Token ids (with ``</s>``) of each sample's source for one direction of ``task``: the encoding
+    training uses, for evaluation, fusion and ``recommend`` (item tasks: history = the one item)."""
+    d = task.directions[direction]
+    src_codes = code_token_ids(tokenizer, codes[d.source]).numpy().astype(np.int32)
+    flat, hist_len, _, _ = _histories(samples)
+    ids, offsets = _encode_sources(_task_token_id(tokenizer, d.token), tokenizer.eos_token_id, src_codes,
+                                   flat, hist_len)
+    return [ids[offsets[i]:offsets[i + 1]].tolist() for i in range(len(samples))]
 
 
 def _self_check(part: Part, task: Task, codes: dict[str, Codes], tokenizer, histories: Sequence[Sample] | None) -> None:

@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genrec.data import RecDataset, load_dataset
+from genrec.data_pipeline import build_sources  # noqa: F401  (the one source encoder; re-exported)
 from genrec.decoding import CodeTrie, beam_search, pad_sources
 from genrec.metrics import DEFAULT_KS, metrics_from_ranks, ranks_from_lists
 from genrec.tasks import Task, dataset_codes
@@ -32,17 +33,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["LoadedRun", "build_sources", "evaluate_samples", "leaves_to_items", "load_run", "open_run", "rank_samples",
            "task_direction"]
-
-
-def build_sources(tokenizer, task: Task, codes: dict[str, Sequence[Sequence[str]]], samples, direction: int = 0
-                  ) -> list[list[int]]:
-    """Token ids (with ``</s>``) of each sample's source for one direction of ``task``."""
-    eos = tokenizer.eos_token_id
-    out = []
-    for s in samples:
-        src, _ = task.variants(codes, s.history, s.target)[direction]
-        out.append(list(tokenizer.convert_tokens_to_ids(src)) + [eos])
-    return out
 
 
 def leaves_to_items(trie: CodeTrie, leaves: torch.Tensor, scores: torch.Tensor, topk: int

@@ -108,6 +108,8 @@ class Recommender:
         return self._tries[modality]
 
     def _rank(self, task_name: str, items: list[int], k: int) -> tuple[list[int], list[float]]:
+        from genrec.data import Sample
+        from genrec.data_pipeline import build_sources
         from genrec.evaluation import rank_samples
         from genrec.tasks import get_task
 
@@ -118,8 +120,7 @@ class Recommender:
             if modality not in self.codes:
                 raise DataError(self.dataset.dir, f"dataset {self.dataset.name} has no {modality} codes, "
                                 f"which task {task_name} needs")
-        src, _ = task.variants(self.codes, items, items[-1])[0]
-        source = list(self.run.tokenizer.convert_tokens_to_ids(src)) + [self.run.tokenizer.eos_token_id]
+        source = build_sources(self.run.tokenizer, task, self.codes, [Sample(-1, tuple(items), items[-1])])[0]
         ranked, scores = rank_samples(self.run.model, self.run.tokenizer, self._trie(d.target), [source],
                                       beams=max(self.beams, k), topk=k, batch_size=1)
         return ranked[0], scores[0]

@@ -221,3 +221,21 @@ def test_dataset_codes_match_training_policy(data_root):
     ds = load_dataset(data_root, NAME)
     assert len(dataset_codes(ds, dedup=True)["text"][0]) == 5
     assert len(dataset_codes(ds, dedup=False)["text"][0]) == 4
+
+
+@pytest.mark.parametrize("task_name", ["seqrec", "seqimage", "fusionseqrec", "item2image", "image2item"])
+def test_one_source_encoder_equals_the_task_definition(data_root, task_name):
+    """Evaluation, fusion and recommend encode with training's vectorised encoder; it must spell
+    exactly the task's tokens (each direction), ``</s>`` closing."""
+    from genrec.data import Sample
+
+    tok = build_tokenizer()
+    ds = load_dataset(data_root, NAME)
+    codes = dataset_codes(ds, dedup=True)
+    task = get_task(task_name)
+    samples = ds.split(20).test if task.kind == "seq" else [Sample(-1, (i,), i) for i in range(ds.num_items)]
+    for direction in range(len(task.directions)):
+        got = build_sources(tok, task, codes, samples, direction)
+        want = [list(tok.convert_tokens_to_ids(task.variants(codes, s.history, s.target)[direction][0]))
+                + [tok.eos_token_id] for s in samples]
+        assert got == want

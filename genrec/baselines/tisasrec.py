@@ -17,7 +17,6 @@ buckets (``scatter_add``) before one matmul, so no ``[B, L, L, d]`` tensor is bu
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -25,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genrec.baselines.base import SeqRecModel, causal_padding_mask
+from genrec.baselines.base import causal_padding_mask
 from genrec.baselines.data import PAD
-from genrec.baselines.mhc import MHCResidual, check_residual
+from genrec.baselines.self_attentive import SelfAttentiveRec, check_config
 
 
 @dataclass
@@ -88,40 +87,19 @@ class TimeAwareAttention(nn.Module):
         return out.transpose(1, 2).reshape(B, L, d)
 
 
-class TiSASRec(SeqRecModel):
+class TiSASRec(SelfAttentiveRec):
     uses_times = True
 
     def __init__(self, num_items: int, max_len: int, cfg: TiSASRecConfig):
         super().__init__()
-        if cfg.loss not in ("ce", "bce"):
-            raise ValueError(f"unknown TiSASRec loss {cfg.loss!r}; expected 'ce' or 'bce'")
-        if cfg.hidden % cfg.heads:
-            raise ValueError(f"hidden size {cfg.hidden} is not divisible by {cfg.heads} heads")
+        check_config("TiSASRec", cfg)
         if cfg.time_span < 1:
             raise ValueError(f"time_span must be at least 1, got {cfg.time_span}")
-        self.num_items, self.max_len, self.loss_type, self.time_span = num_items, max_len, cfg.loss, cfg.time_span
-        d = cfg.hidden
-        self.item_emb = nn.Embedding(num_items + 1, d, padding_idx=PAD)
+        self.time_span = cfg.time_span
+        d = self._add_item_embedding(num_items, max_len, cfg)
         self.pos_k, self.pos_v = nn.Embedding(max_len, d), nn.Embedding(max_len, d)
         self.int_k, self.int_v = nn.Embedding(cfg.time_span + 1, d), nn.Embedding(cfg.time_span + 1, d)
-        self.emb_dropout = nn.Dropout(cfg.dropout)
-        self.attn_norms = nn.ModuleList(nn.LayerNorm(d, eps=1e-8) for _ in range(cfg.blocks))
-        self.attns = nn.ModuleList(TimeAwareAttention(d, cfg.heads, cfg.dropout) for _ in range(cfg.blocks))
-        self.ffn_norms = nn.ModuleList(nn.LayerNorm(d, eps=1e-8) for _ in range(cfg.blocks))
-        self.ffns = nn.ModuleList(
-            nn.Sequential(nn.Linear(d, d), nn.Dropout(cfg.dropout), nn.ReLU(), nn.Linear(d, d), nn.Dropout(cfg.dropout))
-            for _ in range(cfg.blocks))
-        self.last_norm = nn.LayerNorm(d, eps=1e-8)
-        check_residual(cfg.residual, cfg.streams, cfg.sinkhorn_iters)
-        self.mhc = MHCResidual(d, cfg.streams, cfg.blocks, cfg.sinkhorn_iters) if cfg.residual == "mhc" else None
-        self.scale = math.sqrt(d)
-        for p in self.parameters():
-            if p.dim() > 1:
-                nn.init.xavier_uniform_(p)
-        with torch.no_grad():
-            self.item_emb.weight[PAD].zero_()
-        if self.mhc is not None:
-            self.mhc.reset_parameters()  # undo Xavier: mHC starts as the plain residual
+        self._add_blocks(cfg, lambda: TimeAwareAttention(d, cfg.heads, cfg.dropout))
 
     def encode(self, inputs: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
         if times is None:
@@ -138,20 +116,4 @@ class TiSASRec(SeqRecModel):
         pos_k, pos_v = self.emb_dropout(self.pos_k(positions)), self.emb_dropout(self.pos_v(positions))
         int_k, int_v = self.emb_dropout(self.int_k.weight), self.emb_dropout(self.int_v.weight)
         x = self.emb_dropout(self.item_emb(inputs) * self.scale) * keep
-        blocks = [functools.partial(self._block, b, ctx=(pos_k, pos_v, int_k, int_v, intervals, mask), keep=keep)
-                  for b in range(len(self.attns))]
-        if self.mhc is None:
-            for block in blocks:
-                x = block(x)
-        else:
-            x = self.mhc(x, blocks)
-        return self.last_norm(x)
-
-    def _block(self, b: int, x: torch.Tensor, ctx: tuple, keep: torch.Tensor) -> torch.Tensor:
-        q = self.attn_norms[b](x)
-        a = self.attns[b](q, x, *ctx)
-        x = self.ffn_norms[b](q + a)
-        return (x + self.ffns[b](x)) * keep
-
-    def item_weights(self) -> torch.Tensor:
-        return self.item_emb.weight[1:]
+        return self._run_blocks(x, keep, lambda attn, q, x: attn(q, x, pos_k, pos_v, int_k, int_v, intervals, mask))
