@@ -1,0 +1,39 @@
+"""The ``mmgenrec`` console script: every stage's help, unknown stages, lazy imports."""
+
+import subprocess
+import sys
+
+import pytest
+
+from genrec.cli import STAGES, main
+
+
+def test_help_lists_every_stage(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for stage in STAGES:
+        assert f"  {stage} " in out
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_each_stage_shows_its_own_help(stage, capsys):
+    assert main([stage, "--help"]) == 0
+    assert "usage:" in capsys.readouterr().out.lower()
+
+
+def test_unknown_stage_and_no_stage_are_errors(capsys):
+    assert main(["trian"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown stage 'trian'" in err and len(err.strip().splitlines()) == 1
+    assert main([]) == 2
+
+
+def test_a_stage_runs_with_its_arguments_and_index_never_imports_the_generator():
+    code = ("import sys; from genrec.cli import main; rc = main(['index', '--help']); "
+            "bad = [m for m in ('transformers', 'genrec.training', 'genrec.model') if m in sys.modules]; "
+            "print(rc, bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "0 []", out.stderr[-2000:]
+    bad = subprocess.run([sys.executable, "-m", "genrec.cli", "baselines", "train", "--model", "nope"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
