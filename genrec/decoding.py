@@ -174,6 +174,45 @@ def _check_t5(model) -> None:
             raise TypeError(f"beam_search needs a T5ForConditionalGeneration-like model (missing .{name})")
 
 
+# Every attribute path of transformers' T5 that _Decoder reads (b = each decoder block).
+T5_LAYOUT = (
+    "decoder.block", "decoder.embed_tokens", "decoder.final_layer_norm.weight",
+    "decoder.final_layer_norm.variance_epsilon", "lm_head.weight", "config.num_heads", "config.d_kv",
+    "config.d_model", "b.layer[0].layer_norm.weight", "b.layer[0].SelfAttention.q.weight",
+    "b.layer[0].SelfAttention.k.weight", "b.layer[0].SelfAttention.v.weight", "b.layer[0].SelfAttention.o.weight",
+    "b.layer[1].layer_norm.weight", "b.layer[1].EncDecAttention.q.weight", "b.layer[1].EncDecAttention.k.weight",
+    "b.layer[1].EncDecAttention.v.weight", "b.layer[1].EncDecAttention.o.weight", "b.layer[2].layer_norm.weight",
+    "b.layer[2].DenseReluDense", "block0.layer[0].SelfAttention.compute_bias",
+)
+
+
+def check_t5_layout(model) -> None:
+    """Raise a clear error when the installed transformers no longer has the T5 layout the fast decoder
+    reads (it re-implements the decoder's one-position step against these modules)."""
+    import re
+
+    import transformers
+
+    blocks = list(getattr(getattr(model, "decoder", None), "block", None) or [])
+    for path in T5_LAYOUT:
+        head, _, rest = path.partition(".")
+        roots = {"b": blocks, "block0": blocks[:1]}.get(head, [model])
+        steps = (rest if head in ("b", "block0") else path).split(".")
+        for root in roots:
+            obj = root
+            for step in steps:
+                m = re.fullmatch(r"(\w+)\[(\d+)\]", step)
+                try:
+                    obj = getattr(obj, m.group(1))[int(m.group(2))] if m else getattr(obj, step)
+                except (AttributeError, IndexError, TypeError):
+                    raise RuntimeError(
+                        f"transformers {transformers.__version__} changed the T5 layout the fast decoder relies on: "
+                        f"{path} is missing (genrec/decoding.py mirrors T5Stack/T5Block/T5Attention of transformers "
+                        "5.x; use generate_with_trie, or pin transformers to a version with that layout)") from None
+        if not roots:
+            raise RuntimeError("the model's decoder has no blocks (decoder.block is empty)")
+
+
 class _Decoder:
     """The T5 decoder as incremental one-position steps over ``[users, beams]`` rows.
 
@@ -184,6 +223,7 @@ class _Decoder:
     """
 
     def __init__(self, model, enc_hidden: torch.Tensor, enc_mask: torch.Tensor, max_len: int):
+        check_t5_layout(model)
         cfg = model.config
         self.model = model
         self.dec = model.decoder

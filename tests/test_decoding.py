@@ -312,3 +312,22 @@ def test_pooled_model_decodes_the_same_after_save_and_load(tok, tmp_path):
     model.save_pretrained(str(tmp_path / "m"))
     after = beam_search(load_model(tmp_path / "m").eval(), ids, mask, trie, 6)
     assert torch.equal(before.leaves, after.leaves) and torch.allclose(before.scores, after.scores)
+
+
+def test_the_fast_decoder_fails_loudly_if_transformers_changes_the_t5_layout():
+    """Every T5 attribute the incremental decoder reads exists in the installed transformers; a
+    model missing one gets an error naming it, not an AttributeError deep in a beam step."""
+    import copy
+
+    from genrec.decoding import T5_LAYOUT, check_t5_layout
+    from genrec.model import build_model
+    from genrec.tokenizer import build_tokenizer
+
+    model = build_model("tiny", build_tokenizer())
+    check_t5_layout(model)  # the installed version: every path present
+    for path in ("b.layer[1].EncDecAttention.k.weight", "block0.layer[0].SelfAttention.compute_bias"):
+        assert path in T5_LAYOUT
+    broken = copy.deepcopy(model)
+    del broken.decoder.block[0].layer[1].EncDecAttention
+    with pytest.raises(RuntimeError, match=r"changed the T5 layout.*b\.layer\[1\]\.EncDecAttention\.q\.weight is missing"):
+        check_t5_layout(broken)
