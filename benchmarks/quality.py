@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     table_rows = {k: {c: v[c] for c in COLS if c in v} for k, v in rows.items()}
     for name, metrics in published_for(args.dataset):
         table_rows[f"*published: {name}*"] = metrics
-    table = format_table(table_rows, ks=(1, 5, 10))
+    table = format_table(table_rows)
     hours = (record["train_seconds"] or 0) / 3600
     summary = (f"{record['preset']} preset, tasks {','.join(record['tasks'] or [])}, {record['steps']} steps "
                f"({record['epochs']:.2f} epochs) of batch {record['batch_size']} in {hours:.2f} h of training; "

@@ -29,13 +29,12 @@ import numpy as np
 import torch
 
 from genrec.data.errors import DataError
-from genrec.metrics import format_table, ranks_from_lists
+from genrec.metrics import DEFAULT_KS, format_table, ranks_from_lists
 from genrec.run_checks import check_trained
 from genrec.utils.io import atomic_output, atomic_write_json
 
 logger = logging.getLogger("genrec.evaluate")
 
-KS = (1, 5, 10, 20)
 
 
 @dataclass
@@ -57,7 +56,7 @@ class EvalConfig:
     out_dir: str | None = None   # default <ckpt>/eval
     progress: bool = True
     overwrite: bool = False      # replace a result file produced with other settings
-    ks: tuple[int, ...] = field(default=KS)
+    ks: tuple[int, ...] = field(default=DEFAULT_KS)
 
 
 def result_stem(dataset: str, task_name: str, split: str, *, max_users: int = 0, seed: int = 0,
@@ -238,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if "files" in record:
         name = f"{record['dataset']} {record['task']} ({record['split']}, {record['users']} users)"
-        print(format_table({name: record["metrics"]}, ks=KS))
+        print(format_table({name: record["metrics"]}, ks=DEFAULT_KS))
         print(f"{record['users_per_second']} users/s; wrote {record['files'][0]}")
     return 0
 

@@ -41,13 +41,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from genrec.data.errors import DataError
-from genrec.metrics import format_table, metrics_from_ranks, ranks_from_lists
+from genrec.metrics import DEFAULT_KS, format_table, metrics_from_ranks, ranks_from_lists
 from genrec.utils.io import atomic_write_json
 
 logger = logging.getLogger("genrec.fusion")
 
 RULES = ("prob", "rawprob", "rrf", "published")
-KS = (1, 5, 10, 20)
 
 
 @dataclass
@@ -137,7 +136,7 @@ def _check_same_users(a: list[dict[str, Any]], b: list[dict[str, Any]], names: t
 
 
 def fuse_predictions(text: list[dict[str, Any]], image: list[dict[str, Any]], config: FusionConfig,
-                     ks: Sequence[int] = KS) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
+                     ks: Sequence[int] = DEFAULT_KS) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
     """Metrics of text-only, image-only and fused rankings (every rule; ``config.rule`` first)."""
     _check_same_users(text, image, ("text", "image"))
     targets = [r["target"] for r in text]
@@ -222,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(text_dir / f"{stem}.metrics.json", record, indent=2)
     print(format_table({f"{args.text_task} (text)": rows["text"], f"{args.image_task} (image)": rows["image"],
                         **{k + (" *" if k == f"fused-{cfg.rule}" else ""): v for k, v in rows.items()
-                           if k.startswith("fused-")}}, ks=KS))
+                           if k.startswith("fused-")}}, ks=DEFAULT_KS))
     print(f"* selected rule; wrote {text_dir / (stem + '.metrics.json')}")
     return 0
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 DEFAULT_KS = (1, 5, 10, 20)
+TABLE_KS = (1, 5, 10)  # the cut-offs the printed tables and the baselines report
 
 
 def ranks_from_lists(ranked: Sequence[Sequence[int]], targets: Sequence[int]) -> np.ndarray:
@@ -61,7 +62,7 @@ def metrics_from_ranks(ranks: Iterable[int] | np.ndarray, ks: Sequence[int] = DE
     return out
 
 
-def format_table(rows: dict[str, dict[str, float]], ks: Sequence[int] = (1, 5, 10)) -> str:
+def format_table(rows: dict[str, dict[str, float]], ks: Sequence[int] = TABLE_KS) -> str:
     """A Markdown table: one row per run, HR@K and NDCG@K columns."""
     cols = [f"HR@{k}" for k in ks] + [f"NDCG@{k}" for k in ks if k > 1]
     lines = ["| run | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]

@@ -11,30 +11,23 @@ import argparse
 import json
 import logging
 import sys
-from collections import Counter
 from pathlib import Path
 
 import torch
 
-from genrec.data import DataError, load_dataset
-from genrec.metrics import format_table, metrics_from_ranks, ranks_from_scores
+from genrec.data import DataError, load_dataset, popularity_counts, training_sequences
+from genrec.metrics import DEFAULT_KS, format_table, metrics_from_ranks, ranks_from_scores
 
-KS = (1, 5, 10, 20)
 
 
 def popularity_metrics(data_root: str | Path, dataset: str, split: str = "test", max_history: int = 20) -> dict[str, float]:
     ds = load_dataset(data_root, dataset)
     parts = ds.split(max_history)
-    counts = Counter(s.target for s in parts.train)
-    for seq in ds.sequences:  # the first item of each sequence is never a training target
-        counts[seq[0]] += 1
-    scores = torch.zeros(ds.num_items)
-    for item, c in counts.items():
-        scores[item] = c
+    scores = popularity_counts(training_sequences(ds.sequences), ds.num_items)
     samples = parts.test if split == "test" else parts.valid
     targets = torch.tensor([s.target for s in samples])
     ranks = ranks_from_scores(scores.expand(len(samples), -1), targets)
-    return metrics_from_ranks(ranks, KS)
+    return metrics_from_ranks(ranks, DEFAULT_KS)
 
 
 def run_table(run: str | Path, dataset: str, data_root: str | Path, split: str = "test") -> tuple[str, dict]:
@@ -45,7 +38,7 @@ def run_table(run: str | Path, dataset: str, data_root: str | Path, split: str =
         if path.is_file():
             record = json.loads(path.read_text())
             rows[label] = record["metrics"] if "metrics" in record else record
-    return format_table(rows, ks=(1, 5, 10)), rows
+    return format_table(rows), rows
 
 
 def main(argv: list[str] | None = None) -> int:

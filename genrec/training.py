@@ -37,6 +37,7 @@ from genrec.data.errors import DataError
 from genrec.data_pipeline import (
     DatasetData, Encoded, Part, TrainSet, build_dataset_data, collate, default_cache_dir, shard_step,
 )
+from genrec.metrics import TABLE_KS
 from genrec.tasks import get_task, parse_tasks, resolve_tasks
 from genrec.tokenizer import VocabConfig, build_tokenizer, load_tokenizer
 from genrec.utils.io import append_jsonl, atomic_dir, atomic_output, atomic_write_json, atomic_write_text
@@ -659,7 +660,7 @@ class Trainer:
                 metrics, _, _ = self.evaluator(
                     model, self.tokenizer, d.codes[target_modality], part.variants[0].sources(),
                     [int(i) for i in part.items], beams=self.cfg.eval_beams, topk=self.cfg.eval_beams,
-                    batch_size=max(1, self.cfg.eval_batch_size // 4), ks=(1, 5, 10),
+                    batch_size=max(1, self.cfg.eval_batch_size // 4), ks=TABLE_KS,
                     accelerator=self.acc if self.world > 1 else None)
                 for k in ("HR@10", "NDCG@10"):
                     out[f"valid_{k}/{ds}/{task}"] = float(metrics[k])

@@ -36,3 +36,17 @@ def test_no_target_leaks_into_training():
 def test_too_short_sequence_is_rejected():
     with pytest.raises(ValueError, match="user 1 has 2 interactions; leave-one-out needs at least 3"):
         leave_one_out([[1, 2, 3], [1, 2]])
+
+
+def test_popularity_counts_every_training_occurrence_and_nothing_held_out():
+    from collections import Counter
+
+    from genrec.data import leave_one_out, popularity_counts, training_sequences
+
+    seqs = [[0, 1, 2, 3, 4], [2, 2, 5], [1, 3, 0, 5]]
+    counts = popularity_counts(training_sequences(seqs), 6)
+    # training targets plus each sequence's first item (never a target): the same counts
+    split = leave_one_out(seqs)
+    want = Counter(s.target for s in split.train) + Counter(s[0] for s in seqs)
+    assert counts.tolist() == [float(want.get(i, 0)) for i in range(6)]
+    assert counts.tolist() == [1.0, 2.0, 2.0, 1.0, 0.0, 0.0]  # the validation and test items (3, 4 / 2, 5 / 0, 5) left out

@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 
 from genrec.baselines.sampled_eval import EvalNegatives
-from genrec.data import RecDataset, Sample, training_sequences
+from genrec.data import RecDataset, Sample, popularity_counts, training_sequences
 
 PAD = 0
 
@@ -102,8 +102,7 @@ class SequenceData:
 
     def popularity(self) -> torch.Tensor:
         """``[num_items]`` interaction counts over the training parts."""
-        flat = [i for s in self.train_items for i in s]
-        return torch.bincount(torch.tensor(flat, dtype=torch.long), minlength=self.num_items).float()
+        return popularity_counts(self.train_items, self.num_items)
 
 
 def pad_times(seqs: Sequence[Sequence[int | float]], length: int | None = None) -> torch.Tensor:

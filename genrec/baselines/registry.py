@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from genrec.metrics import TABLE_KS
 from genrec.baselines.base import SeqRecModel
 from genrec.baselines.data import SequenceData
 from genrec.baselines.features import load_features, resolve_embedding
@@ -30,7 +31,7 @@ from genrec.baselines.popularity import Popularity
 from genrec.baselines.sampled_eval import protocol_name
 from genrec.baselines.sasrec import SASRec, SASRecConfig
 from genrec.baselines.tisasrec import TiSASRec, TiSASRecConfig
-from genrec.baselines.trainer import KS, Trainer, TrainConfig, evaluate
+from genrec.baselines.trainer import Trainer, TrainConfig, evaluate
 from genrec.data import RecDataset
 from genrec.utils.rng import seed_everything
 
@@ -253,4 +254,4 @@ def run_popularity(dataset: RecDataset, budget_minutes: float, args: argparse.Na
 
 register("genrec")(run_genrec)
 
-METRIC_KEYS = [f"HR@{k}" for k in KS] + [f"NDCG@{k}" for k in KS if k > 1]
+METRIC_KEYS = [f"HR@{k}" for k in TABLE_KS] + [f"NDCG@{k}" for k in TABLE_KS if k > 1]

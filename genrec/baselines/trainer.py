@@ -34,14 +34,13 @@ from genrec.baselines.base import SeqRecModel, count_parameters
 from genrec.baselines.data import NegativeSampler, SequenceData, eval_batches_with_times
 from genrec.baselines.sampled_eval import EvalNegatives, protocol_name, ranks_among_candidates
 from genrec.data import Sample
-from genrec.metrics import metrics_from_ranks, ranks_from_scores
+from genrec.metrics import TABLE_KS, metrics_from_ranks, ranks_from_scores
 from genrec.utils.io import atomic_dir, atomic_write_json
 from genrec.utils.malloc import reuse_freed_memory
 from genrec.utils.rng import rng_state, set_rng_state
 
 logger = logging.getLogger(__name__)
 
-KS = (1, 5, 10)
 SELECT_METRIC = "NDCG@10"
 
 
@@ -115,7 +114,7 @@ ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 @torch.no_grad()
 def evaluate(score: ScoreFn, samples: Sequence[Sample], batch_size: int = 1024,
              device: torch.device | str = "cpu", accelerator: Accelerator | None = None,
-             ks: Sequence[int] = KS, negatives: EvalNegatives | None = None) -> dict[str, float]:
+             ks: Sequence[int] = TABLE_KS, negatives: EvalNegatives | None = None) -> dict[str, float]:
     """HR/NDCG: full ranking over all items (only padding is outside the ranking), or with
     ``negatives`` the rank of the target among its user's sampled negatives.
 

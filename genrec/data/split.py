@@ -66,3 +66,12 @@ def leave_one_out(sequences: Sequence[Sequence[int]], max_history: int = 20,
 def training_sequences(sequences: Sequence[Sequence[int]]) -> list[list[int]]:
     """The part of each sequence a model may train on (everything before the validation item)."""
     return [list(s[:-2]) for s in sequences]
+
+
+def popularity_counts(train_parts: Sequence[Sequence[int]], num_items: int):
+    """``[num_items]`` float tensor: how often each item occurs in the training parts
+    (:func:`training_sequences`): the popularity baseline's score, for the report and the baselines."""
+    import torch
+
+    flat = [i for s in train_parts for i in s]
+    return torch.bincount(torch.tensor(flat, dtype=torch.long), minlength=num_items).float()
