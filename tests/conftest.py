@@ -49,3 +49,21 @@ def load_benchmark(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+BASELINE_METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10")
+
+
+def baseline_args(**kw):
+    """The argparse namespace the baselines' registry reads, CPU and seed 0 unless given."""
+    import argparse
+
+    return argparse.Namespace(**{"set": [], "seed": 0, "cpu": True, **kw})
+
+
+@pytest.fixture(scope="module")
+def syn(synthetic_root):
+    """The synthetic fixture dataset, loaded."""
+    from genrec.data import load_dataset
+
+    return load_dataset(synthetic_root, "Synthetic")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 
@@ -22,18 +21,12 @@ from genrec.data import DataError, load_dataset
 
 torch.set_num_threads(1)  # the test machine is shared; one thread avoids OpenMP spin contention
 
-METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10")
+from conftest import BASELINE_METRICS as METRICS  # noqa: E402
+from conftest import baseline_args as _args  # noqa: E402
 
 
-def _args(**kw) -> argparse.Namespace:
-    base = dict(set=[], seed=0, cpu=True)
-    base.update(kw)
-    return argparse.Namespace(**base)
 
 
-@pytest.fixture(scope="module")
-def syn(synthetic_root):
-    return load_dataset(synthetic_root, "Synthetic")
 
 
 @pytest.mark.parametrize("name", ["popularity", "sasrec", "sasrec-bce", "mmtransformer", "gpt", "gpt-textinit"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
@@ -15,23 +14,17 @@ from genrec.baselines import NotApplicable, SequenceData, evaluate
 from genrec.baselines.cli import main as cli_main
 from genrec.baselines.registry import MODELS
 from genrec.baselines.sampled_eval import EvalNegatives, protocol_name, ranks_among_candidates
-from genrec.data import Sample, load_dataset
+from genrec.data import Sample
 from genrec.metrics import metrics_from_ranks, ranks_from_scores
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10")
+from conftest import BASELINE_METRICS as METRICS  # noqa: E402
+from conftest import baseline_args as _args  # noqa: E402
 
 
-def _args(**kw) -> argparse.Namespace:
-    base = dict(set=[], seed=0, cpu=True)
-    base.update(kw)
-    return argparse.Namespace(**base)
 
 
-@pytest.fixture(scope="module")
-def syn(synthetic_root):
-    return load_dataset(synthetic_root, "Synthetic")
 
 
 # -- (1) hand-computed metrics -------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
@@ -21,13 +20,10 @@ from genrec.data import DataError, load_dataset
 
 torch.set_num_threads(1)
 
-METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10")
+from conftest import BASELINE_METRICS as METRICS  # noqa: E402
+from conftest import baseline_args as _args  # noqa: E402
 
 
-def _args(**kw) -> argparse.Namespace:
-    base = dict(set=[], seed=0, cpu=True)
-    base.update(kw)
-    return argparse.Namespace(**base)
 
 
 @pytest.fixture(scope="module")
