@@ -153,11 +153,16 @@ def build_sources(tokenizer, task: Task, codes: dict[str, Codes], samples: Seque
                   ) -> list[list[int]]:
     """Token ids (with ``</s>``) of each sample's source for one direction of ``task``: the encoding
     training uses, for evaluation, fusion and ``recommend`` (item tasks: history = the one item)."""
+    if not samples:
+        return []
     d = task.directions[direction]
-    src_codes = code_token_ids(tokenizer, codes[d.source]).numpy().astype(np.int32)
     flat, hist_len, _, _ = _histories(samples)
+    # only the items the histories name: one recommend call must not convert the whole catalogue
+    used, local = np.unique(flat, return_inverse=True)
+    table = codes[d.source]
+    src_codes = code_token_ids(tokenizer, [table[i] for i in used]).numpy().astype(np.int32).reshape(len(used), -1)
     ids, offsets = _encode_sources(_task_token_id(tokenizer, d.token), tokenizer.eos_token_id, src_codes,
-                                   flat, hist_len)
+                                   local.reshape(-1), hist_len)
     return [ids[offsets[i]:offsets[i + 1]].tolist() for i in range(len(samples))]
 
 

@@ -41,6 +41,7 @@ When fewer valid codes exist than beams, the surplus beams are returned as leaf 
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -186,13 +187,19 @@ T5_LAYOUT = (
 )
 
 
+_LAYOUT_CHECKED: "weakref.WeakSet" = weakref.WeakSet()
+
+
 def check_t5_layout(model) -> None:
     """Raise a clear error when the installed transformers no longer has the T5 layout the fast decoder
-    reads (it re-implements the decoder's one-position step against these modules)."""
+    reads (it re-implements the decoder's one-position step against these modules). Once per model:
+    a decoder is built for every batch."""
     import re
 
     import transformers
 
+    if model in _LAYOUT_CHECKED:
+        return
     blocks = list(getattr(getattr(model, "decoder", None), "block", None) or [])
     for path in T5_LAYOUT:
         head, _, rest = path.partition(".")
@@ -211,6 +218,7 @@ def check_t5_layout(model) -> None:
                         "5.x; use generate_with_trie, or pin transformers to a version with that layout)") from None
         if not roots:
             raise RuntimeError("the model's decoder has no blocks (decoder.block is empty)")
+    _LAYOUT_CHECKED.add(model)
 
 
 class _Decoder:
