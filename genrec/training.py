@@ -105,6 +105,9 @@ class TrainConfig:
     adam_beta2: float = field(default=0.999, metadata=_help("AdamW beta2"))
     adam_eps: float = field(default=1e-8, metadata=_help("AdamW epsilon"))
     scheduler: str = field(default="cosine", metadata=_help("after warmup: cosine, constant or linear"))
+    anneal_minutes: float = field(default=0.0, metadata=_help(
+        "lay the cosine/linear decay over this many minutes of --budget-clock instead of over "
+        "--epochs/--max-steps (0 = over steps); set it to the time budget to end the budget at the lowest rate"))
     warmup_ratio: float = field(default=0.01, metadata=_help("warmup as a share of all steps"))
     warmup_epochs: float = field(default=0.0, metadata=_help("warmup in epochs; overrides --warmup-ratio when > 0"))
     max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping norm (0 = off)"))
@@ -192,6 +195,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
     if cfg.scheduler not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {cfg.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
+    if cfg.anneal_minutes < 0:
+        raise ValueError(f"anneal_minutes must not be negative, got {cfg.anneal_minutes}")
+    if cfg.anneal_minutes > 0 and cfg.scheduler == "constant":
+        raise ValueError("anneal_minutes lays out a decay, but the scheduler is constant; choose cosine or linear")
     if cfg.select_metric not in SELECT_METRICS:
         raise ValueError(f"unknown select metric {cfg.select_metric!r}; choose from {', '.join(SELECT_METRICS)}")
     if cfg.budget_clock not in ("wall", "cpu"):
@@ -423,14 +430,21 @@ class Trainer:
 
         # The scheduler is not handed to accelerate: its wrapper steps once per process, but one
         # of our steps is already a whole global batch.
-        self.scheduler = get_scheduler(SCHEDULERS[cfg.scheduler], self.optimizer,
-                                       num_warmup_steps=self.warmup_steps, num_training_steps=self.total_steps)
+        # share of --anneal-minutes used so far, kept current by the training loop
+        self.anneal_progress = 0.0
+        if cfg.anneal_minutes > 0:
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: self._annealed_lr(step))
+        else:
+            self.scheduler = get_scheduler(SCHEDULERS[cfg.scheduler], self.optimizer,
+                                           num_warmup_steps=self.warmup_steps, num_training_steps=self.total_steps)
         self.model, self.optimizer = self.acc.prepare(self.model, self.optimizer)
         self.state = TrainState()
         self.evaluator = None
         self._prepare_validation()
         if resume:
             self._load_checkpoint()
+            if cfg.anneal_minutes > 0:
+                self._update_anneal_progress()
         elif self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             # the code files' hashes let evaluation refuse codes the model never saw
@@ -835,6 +849,8 @@ class Trainer:
                     interval_samples += len(idx)
                     st.train_seconds = base_seconds + time.perf_counter() - start
                     st.train_cpu_seconds = base_cpu + time.process_time() - start_cpu
+                    if cfg.anneal_minutes > 0:
+                        self._update_anneal_progress()
                     epoch_float = st.epoch + st.batch_in_epoch / len(plan.batches)
                     if st.step % cfg.log_every_steps == 0 or st.step == self.total_steps:
                         total = float(self.acc.reduce(interval_loss.clone(), reduction="sum"))
@@ -904,6 +920,22 @@ class Trainer:
                                "never reached --lr; set --epochs or --max-steps to what the budget can train, or "
                                "--warmup-epochs", st.step, self.warmup_steps)
         return self._summary(last_loss)
+
+    def _annealed_lr(self, step: int) -> float:
+        """Learning-rate factor when the decay follows the clock: the schedule then ends with the
+        time budget, however many steps that budget turns out to hold."""
+        if step < self.warmup_steps:
+            return step / max(1, self.warmup_steps)
+        p = min(1.0, self.anneal_progress)
+        return 0.5 * (1.0 + math.cos(math.pi * p)) if self.cfg.scheduler == "cosine" else 1.0 - p
+
+    def _update_anneal_progress(self) -> None:
+        st = self.state
+        used = st.train_cpu_seconds if self.cfg.budget_clock == "cpu" else st.train_seconds
+        p = used / (self.cfg.anneal_minutes * 60)
+        if self.world > 1:  # clocks differ between processes; one shared rate keeps the replicas equal
+            p = float(self.acc.reduce(torch.tensor([p], device=self.acc.device), reduction="mean").item())
+        self.anneal_progress = p
 
     def _agree(self, flag: bool) -> bool:
         if self.world == 1:

@@ -103,3 +103,20 @@ def test_entry_defaults_are_the_cpu_recipe():
                   "max_history"):
         assert getattr(entry, field) == cpu[field], field
     assert ",".join(cpu["tasks"]) == entry.tasks and cpu["scheduler"] == "constant"
+
+
+def test_anneal_budget_decays_over_the_budget_or_the_given_horizon(root, tmp_path):
+    from genrec.baselines.genrec_entry import GenRecEntryConfig, genrec_train_config
+
+    ds = load_dataset(root, "Synthetic")
+    cfg = GenRecEntryConfig(scheduler="cosine", anneal="budget")
+    kw = dict(out_dir=tmp_path, run="r", epochs=1, threads=1)
+    assert genrec_train_config(ds, cfg, 8.0, **kw).anneal_minutes == 8.0
+    assert genrec_train_config(ds, cfg, 8.0, anneal_minutes=30.0, **kw).anneal_minutes == 30.0
+    assert genrec_train_config(ds, GenRecEntryConfig(), 8.0, **kw).anneal_minutes == 0.0  # steps: off
+    with pytest.raises(ValueError, match="no budget"):
+        genrec_train_config(ds, cfg, 0.0, **kw)
+    with pytest.raises(ValueError, match="not constant"):
+        genrec_train_config(ds, GenRecEntryConfig(anneal="budget"), 8.0, **kw)
+    with pytest.raises(ValueError, match="unknown anneal"):
+        genrec_train_config(ds, GenRecEntryConfig(anneal="epochs"), 8.0, **kw)

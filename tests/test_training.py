@@ -183,6 +183,24 @@ def test_time_budget_stops_with_a_resumable_checkpoint(root, tmp_path):
     assert not json.loads((run / "checkpoints" / "last" / "trainer_state.json").read_text())["finished"]
 
 
+def test_anneal_lays_the_decay_over_the_clock_not_the_steps(root, tmp_path):
+    tr = Trainer(_cfg(root, tmp_path, run="anneal", scheduler="cosine", anneal_minutes=10.0, warmup_epochs=0.0,
+                      warmup_ratio=0.0, epochs=50))
+    assert tr._annealed_lr(5) == pytest.approx(1.0)  # nothing of the budget used yet
+    tr.anneal_progress = 0.5
+    assert tr._annealed_lr(5) == pytest.approx(0.5)
+    tr.anneal_progress = 1.7  # past the horizon: stays at the floor, never climbs back
+    assert tr._annealed_lr(5) == pytest.approx(0.0)
+    # a horizon far shorter than the run: the rate falls to zero after a few steps of 50 epochs
+    out = train(_cfg(root, tmp_path, run="anneal2", scheduler="cosine", anneal_minutes=1e-4, warmup_epochs=0.0,
+                     warmup_ratio=0.0, max_steps=30))
+    rows = [json.loads(x) for x in (Path(out["run_dir"]) / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    lrs = [r["lr"] for r in rows if r["type"] == "train"]
+    assert lrs[0] > 0 and lrs[-1] == 0.0 and all(a >= b for a, b in zip(lrs, lrs[1:]))
+    with pytest.raises(ValueError, match="scheduler is constant"):
+        Trainer(_cfg(root, tmp_path, run="anneal3", scheduler="constant", anneal_minutes=5.0))
+
+
 def test_early_stopping_counts_evaluations_without_improvement(root, tmp_path, monkeypatch):
     tr = Trainer(_cfg(root, tmp_path, run="es", patience=2, eval_every_steps=1, epochs=50))
     values = iter([3.0, 2.0, 2.5, 2.1, 1.0])

@@ -77,11 +77,16 @@ class GenRecEntryConfig:
     init: str = ""                  # start from this pretraining run (same code vocabulary; its preset wins)
     scheduler: str = "constant"     # or cosine / linear: decay after warmup, over `epochs`
     epochs: int = 0                 # 0: the caller's epoch cap (a decaying schedule needs a real horizon)
+    anneal: str = "steps"           # or budget: the decay runs over the time budget, not over `epochs`
 
 
 def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minutes: float, *, out_dir: Path,
-                        run: str, epochs: int, threads: int, budget_clock: str = "wall"):
-    """The finetune-mode TrainConfig of the results entry (no pretraining) for one dataset."""
+                        run: str, epochs: int, threads: int, budget_clock: str = "wall",
+                        anneal_minutes: float = 0.0):
+    """The finetune-mode TrainConfig of the results entry (no pretraining) for one dataset.
+
+    ``anneal_minutes``: the horizon of ``anneal = "budget"`` when it is not this call's budget (a
+    run resumed from budget to budget decays over the last one)."""
     from genrec.tasks import dataset_codes, parse_tasks
     from genrec.training import default_config
 
@@ -95,6 +100,15 @@ def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minu
         raise ValueError(f"genrec on {dataset.name}: none of the tasks {cfg.tasks} fits its codes ({sorted(have)})")
     from genrec.recipes import load_recipe
 
+    if cfg.anneal not in ("steps", "budget"):
+        raise ValueError(f"genrec: unknown anneal {cfg.anneal!r}; choose steps or budget")
+    horizon = 0.0
+    if cfg.anneal == "budget":
+        horizon = anneal_minutes or budget_minutes
+        if horizon <= 0:
+            raise ValueError("genrec: anneal=budget decays over the time budget, but no budget was given")
+        if cfg.scheduler == "constant":
+            raise ValueError("genrec: anneal=budget needs a decaying scheduler (cosine or linear), not constant")
     common = dict(datasets=[dataset.name], data_root=str(dataset.dir.parent), text_codes=cfg.text_codes or None,
                   image_codes=cfg.image_codes or None, output_dir=str(out_dir), run=run, seed=cfg.seed,
                   time_budget_minutes=budget_minutes if budget_minutes > 0 else 0.0, budget_clock=budget_clock,
@@ -114,7 +128,7 @@ def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minu
         item_inputs=cfg.item_inputs, prefix_training=cfg.prefix_training, epochs=cfg.epochs or epochs,
         dropout=cfg.dropout if cfg.dropout >= 0 else None,
         batch_size=cfg.batch_size, micro_batch_size=cfg.batch_size, lr=cfg.lr, scheduler=cfg.scheduler,
-        warmup_ratio=0.0, warmup_epochs=cfg.warmup_epochs, select_metric="ndcg@10")
+        anneal_minutes=horizon, warmup_ratio=0.0, warmup_epochs=cfg.warmup_epochs, select_metric="ndcg@10")
 
 
 def evaluate_genrec_run(run_dir: Path, dataset: RecDataset, cfg: GenRecEntryConfig, threads: int) -> dict[str, Any]:
