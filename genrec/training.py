@@ -83,6 +83,10 @@ class TrainConfig:
         "tokens: every code token is an encoder position (published); pooled: one encoder position per history item"))
     dropout: float | None = field(default=None, metadata=_help("override the model's dropout rate"))
     init: str | None = field(default=None, metadata=_help("start from this run folder (log/<run>) or model folder"))
+    distill_from: str | None = field(default=None, metadata=_help(
+        "teacher run or model folder (same vocabulary): mix the hard loss with the KL divergence to its softened distribution"))
+    distill_temperature: float = field(default=2.0, metadata=_help("softening temperature of the teacher and the student"))
+    distill_alpha: float = field(default=0.5, metadata=_help("weight of the distillation term (1 - alpha on the hard loss)"))
     output_dir: str = field(default="log", metadata=_help("runs are written to <output_dir>/<run>/"))
     run: str | None = field(default=None, metadata=_help("run name (default: <mode>-<datasets>-<time>)"))
     seed: int = field(default=42, metadata=_help("seed of initialisation, batch order, fusion coins and dropout"))
@@ -199,6 +203,13 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"anneal_minutes must not be negative, got {cfg.anneal_minutes}")
     if cfg.anneal_minutes > 0 and cfg.scheduler == "constant":
         raise ValueError("anneal_minutes lays out a decay, but the scheduler is constant; choose cosine or linear")
+    if cfg.distill_from is not None:
+        if not cfg.distill_temperature > 0:
+            raise ValueError(f"distill_temperature must be positive, got {cfg.distill_temperature}")
+        if not 0 <= cfg.distill_alpha <= 1:
+            raise ValueError(f"distill_alpha must be in [0, 1], got {cfg.distill_alpha}")
+        if cfg.prefix_training:
+            raise ValueError("--distill-from works on per-sample batches; it cannot be combined with --prefix-training")
     if cfg.select_metric not in SELECT_METRICS:
         raise ValueError(f"unknown select metric {cfg.select_metric!r}; choose from {', '.join(SELECT_METRICS)}")
     if cfg.budget_clock not in ("wall", "cpu"):
@@ -238,27 +249,27 @@ def resolve_precision(requested: str, on_gpu: bool) -> str:
 
 
 # -- init / resume locations -----------------------------------------------------------------
-def resolve_init(path: str | Path) -> tuple[Path, Path, dict[str, Any] | None]:
+def resolve_init(path: str | Path, flag: str = "--init") -> tuple[Path, Path, dict[str, Any] | None]:
     """``(model folder, tokenizer folder, training config or None)`` of a run or model folder."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"--init {p}: no such run or model folder")
+        raise FileNotFoundError(f"{flag} {p}: no such run or model folder")
     run_config = None
     if (p / "best" / "config.json").is_file():
         model_dir = p / "best"
     elif (p / "checkpoints" / "last" / "config.json").is_file():
         model_dir = p / "checkpoints" / "last"
-        logger.warning("--init %s has no best/ model; using its last checkpoint", p)
+        logger.warning("%s %s has no best/ model; using its last checkpoint", flag, p)
     elif any((p / n).is_file() for n in ("model.safetensors", "pytorch_model.bin")):
         model_dir = p
     else:
-        raise FileNotFoundError(f"--init {p}: no model found (expected best/, checkpoints/last/ or model.safetensors)")
+        raise FileNotFoundError(f"{flag} {p}: no model found (expected best/, checkpoints/last/ or model.safetensors)")
     for cand in (p / "tokenizer", model_dir / "tokenizer", model_dir, p.parent / "tokenizer"):
         if (cand / "tokenizer.json").is_file():
             tok_dir = cand
             break
     else:
-        raise FileNotFoundError(f"--init {p}: no tokenizer saved with the model (expected {p / 'tokenizer'})")
+        raise FileNotFoundError(f"{flag} {p}: no tokenizer saved with the model (expected {p / 'tokenizer'})")
     if (p / "config.json").is_file() and (p / "best").is_dir():
         run_config = json.loads((p / "config.json").read_text(encoding="utf-8"))
     return model_dir, tok_dir, run_config
@@ -399,6 +410,10 @@ class Trainer:
                     logger.warning("--init was trained with dedup_codes=%s, this run uses %s",
                                    init_run_cfg.get("dedup_codes"), cfg.dedup_codes)
 
+        self.teacher = None
+        if cfg.distill_from:
+            self.teacher = self._load_teacher(cfg.distill_from)
+
         self.data = self._load_data()
         if cfg.prefix_training:
             from genrec.prefix_training import PrefixTrainSet
@@ -489,6 +504,19 @@ class Trainer:
         device = self.acc.device
         return {(d.name, m): CodeTrie.from_codes(self.tokenizer, c).to(device) for d in self.data for m, c in d.codes.items()}
 
+    def _load_teacher(self, path: str):
+        """The frozen teacher of ``--distill-from``: any preset and item inputs, the same vocabulary."""
+        from genrec.model import load_model
+
+        model_dir, tok_dir, _ = resolve_init(path, "--distill-from")
+        check_same_tokenizer(self.tokenizer, load_tokenizer(tok_dir), str(tok_dir))
+        teacher = load_model(model_dir)
+        if bool(getattr(teacher.config, "genrec_causal_encoder", False)):
+            raise ValueError(f"--distill-from {path}: a causal-encoder (prefix-training) teacher does not score single samples")
+        teacher.requires_grad_(False).eval()
+        logger.info("distilling from %s (T=%g, alpha=%g)", model_dir, self.cfg.distill_temperature, self.cfg.distill_alpha)
+        return teacher.to(self.acc.device)
+
     def _build_model(self, init_model_dir: Path | None):
         from genrec.model import build_model, item_inputs_of, load_model
 
@@ -574,7 +602,17 @@ class Trainer:
         labels = batch.pop("labels")
         with self.acc.autocast():
             logits = model(**batch).logits
-        return self._loss_sum(logits, labels, keys)
+        hard = self._loss_sum(logits, labels, keys)
+        if self.teacher is None or not model.training:
+            return hard
+        from genrec.objective import distill_kl_sum
+
+        with torch.no_grad(), self.acc.autocast():
+            teacher_logits = self.teacher(**batch).logits
+        T, a = self.cfg.distill_temperature, self.cfg.distill_alpha
+        tries = self.tries if self.cfg.objective == "constrained" else None
+        # T^2 keeps the soft term's gradient scale independent of the temperature (Hinton et al.)
+        return (1 - a) * hard + a * T * T * distill_kl_sum(logits, teacher_logits, labels, keys, tries, T)
 
     def _loss_sum(self, logits: torch.Tensor, labels: torch.Tensor, keys: Sequence | None) -> torch.Tensor:
         from genrec.objective import constrained_loss_sum, full_loss_sum

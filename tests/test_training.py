@@ -500,3 +500,46 @@ def test_recipes_load_in_order_defaults_recipe_flags(tmp_path):
         config_from_args("finetune", build_parser("finetune").parse_args(["--recipe", str(bad)]))
     with pytest.raises(ValueError, match="unknown recipe 'gpu9'"):
         config_from_args("finetune", build_parser("finetune").parse_args(["--recipe", "gpu9"]))
+
+
+def test_distill_kl_is_zero_for_the_teacher_itself_and_ignores_invalid_tokens():
+    from genrec.decoding import CodeTrie
+    from genrec.objective import distill_kl_sum
+
+    torch.manual_seed(0)
+    s, t = torch.randn(2, 3, 7), torch.randn(2, 3, 7)
+    labels = torch.tensor([[1, 2, -100], [3, 4, 5]])
+    assert float(distill_kl_sum(s, s, labels, None, None, 2.0)) == pytest.approx(0.0, abs=1e-6)
+    # full objective, by hand: KL of every labelled position at temperature 2
+    keep = labels.reshape(-1) != -100
+    lt, ls = (torch.log_softmax(x.reshape(-1, 7)[keep] / 2.0, -1) for x in (t, s))
+    want = (lt.exp() * (lt - ls)).sum()
+    assert float(distill_kl_sum(s, t, labels, None, None, 2.0)) == pytest.approx(float(want), rel=1e-5)
+    # constrained: items (1,3) and (1,4) and (2,5); after token 1 only 3 and 4 may follow
+    tries = {"k": CodeTrie.from_token_ids([[1, 3], [1, 4], [2, 5]])}
+    lab = torch.tensor([[1, 3, 0], [1, 4, 0]])
+    base = float(distill_kl_sum(s, t, lab, ["k", "k"], tries, 1.0))
+    t2 = t.clone()
+    t2[:, 0, 5] += 9.0  # token 5 cannot start a code
+    t2[:, 1, 5] += 9.0  # nor follow token 1
+    assert float(distill_kl_sum(s, t2, lab, ["k", "k"], tries, 1.0)) == pytest.approx(base, rel=1e-6)
+    t2[:, 1, 3] += 1.0  # a valid continuation: the divergence moves
+    assert float(distill_kl_sum(s, t2, lab, ["k", "k"], tries, 1.0)) != pytest.approx(base, rel=1e-6)
+
+
+def test_distillation_trains_a_student_from_a_teacher_run(root, tmp_path, capsys):
+    teacher = train(_cfg(root, tmp_path, run="teacher", epochs=1, objective="constrained"))
+    hard = train(_cfg(root, tmp_path, run="hard", epochs=1, objective="constrained", max_steps=2))
+    alpha0 = train(_cfg(root, tmp_path, run="a0", epochs=1, objective="constrained", max_steps=2,
+                        distill_from=teacher["run_dir"], distill_alpha=0.0))
+    assert _train_records(Path(alpha0["run_dir"])) == pytest.approx(_train_records(Path(hard["run_dir"])))
+    for objective in ("constrained", "full"):
+        out = train(_cfg(root, tmp_path, run=f"student-{objective}", epochs=1, objective=objective,
+                         item_inputs="pooled", distill_from=teacher["run_dir"], distill_alpha=0.7, distill_temperature=3.0))
+        losses = _train_records(Path(out["run_dir"]))
+        assert out["stop_reason"] == "epochs" and all(np.isfinite(v) for v in losses.values())
+        assert losses != _train_records(Path(hard["run_dir"]))
+    with pytest.raises(ValueError, match="distill_alpha"):
+        Trainer(_cfg(root, tmp_path, run="bad", distill_from=teacher["run_dir"], distill_alpha=1.5))
+    with pytest.raises(FileNotFoundError, match="--distill-from"):
+        Trainer(_cfg(root, tmp_path, run="bad2", distill_from=str(tmp_path / "nope")))
