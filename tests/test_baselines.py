@@ -259,3 +259,31 @@ def test_sasrec_beats_popularity_on_instruments(shared_data):
     pop = MODELS["popularity"](ds, 0.0, _args())
     sas = MODELS["sasrec"](ds, 3.0, _args(threads=1))
     assert sas["NDCG@10"] > 2 * pop["NDCG@10"]
+
+
+def test_distillation_from_a_baseline_run(syn, tmp_path):
+    from genrec.baselines.base import distill_kl_mean
+
+    torch.manual_seed(0)
+    h, w = torch.randn(5, 4), torch.randn(9, 4)
+    assert float(distill_kl_mean(h, w, h, w, 2.0, chunk=2)) == pytest.approx(0.0, abs=1e-6)
+    h_t = torch.randn(5, 4)
+    ls, lt = torch.log_softmax(h @ w.T / 2.0, -1), torch.log_softmax(h_t @ w.T / 2.0, -1)
+    want = float((lt.exp() * (lt - ls)).sum(-1).mean())
+    assert float(distill_kl_mean(h, w, h_t, w, 2.0, chunk=2)) == pytest.approx(want, rel=1e-5)
+
+    common = dict(epochs=2, batch_size=64)
+    teacher = tmp_path / "teacher"
+    MODELS["sasrec"](syn, 0.0, _args(**common, output_dir=str(teacher), set=["hidden=32"]))
+    plain = MODELS["sasrec"](syn, 0.0, _args(**common))
+    alpha0 = MODELS["sasrec"](syn, 0.0, _args(**common, distill_from=str(teacher), distill_alpha=0.0))
+    assert alpha0["NDCG@10"] == pytest.approx(plain["NDCG@10"])  # the soft term weighs nothing
+    student = MODELS["sasrec"](syn, 0.0, _args(**common, distill_from=str(teacher), distill_alpha=0.8,
+                                               output_dir=str(tmp_path / "student")))
+    assert 0 <= student["NDCG@10"] <= 1 and student["NDCG@10"] != pytest.approx(plain["NDCG@10"])
+    state = json.loads((tmp_path / "student" / "last" / "state.json").read_text())
+    assert state["run_config"]["distill"]["alpha"] == 0.8
+    with pytest.raises(FileNotFoundError, match="--distill-from"):
+        MODELS["sasrec"](syn, 0.0, _args(**common, distill_from=str(tmp_path / "nope")))
+    with pytest.raises(ValueError, match="alpha"):
+        MODELS["sasrec"](syn, 0.0, _args(**common, distill_from=str(teacher), distill_alpha=2.0))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,11 +50,23 @@ class SeqRecModel(nn.Module):
         return self.encode(inputs) if times is None else self.encode(inputs, times)
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None = None,
-                times: torch.Tensor | None = None) -> torch.Tensor:
+                times: torch.Tensor | None = None, distill: "Distill | None" = None) -> torch.Tensor:
         hidden = self._encode(inputs, times)
         valid = targets != PAD
         h = hidden[valid]  # only real positions are scored: padded targets never enter the loss
-        target = targets[valid] - 1
+        hard = self._hard_loss(h, targets[valid] - 1, negatives, valid)
+        if distill is None:
+            return hard
+        with torch.no_grad():
+            teacher = distill.teacher
+            h_t = teacher._encode(inputs, times)[valid]
+            w_t = teacher.item_weights()
+        soft = distill_kl_mean(h, self.item_weights(), h_t, w_t, distill.temperature)
+        # T^2 keeps the soft term's gradient scale independent of the temperature (Hinton et al.)
+        return (1 - distill.alpha) * hard + distill.alpha * distill.temperature ** 2 * soft
+
+    def _hard_loss(self, h: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor | None,
+                   valid: torch.Tensor) -> torch.Tensor:
         weights = self.item_weights()
         if self.loss_type == "ce":
             # same value and gradients as F.cross_entropy(h @ weights.T, target), without the
@@ -73,6 +87,27 @@ class SeqRecModel(nn.Module):
         hidden = self._encode(inputs, times)
         last = hidden[torch.arange(inputs.shape[0], device=inputs.device), lengths - 1]
         return last @ self.item_weights().T
+
+
+@dataclass(frozen=True)
+class Distill:
+    """A frozen teacher over the same catalogue and the softening of both distributions."""
+
+    teacher: SeqRecModel
+    temperature: float = 2.0
+    alpha: float = 0.5
+
+
+def distill_kl_mean(h: torch.Tensor, weights: torch.Tensor, h_t: torch.Tensor, w_t: torch.Tensor,
+                    temperature: float, chunk: int = 1024) -> torch.Tensor:
+    """Mean over positions of KL(teacher || student) of the softened full-catalogue distributions,
+    a chunk of positions at a time so no [positions, items] buffer of the whole batch exists."""
+    total = h.new_zeros((), dtype=torch.float32)
+    for i in range(0, h.shape[0], chunk):
+        log_s = torch.log_softmax((h[i:i + chunk] @ weights.T).float() / temperature, dim=-1)
+        log_t = torch.log_softmax((h_t[i:i + chunk] @ w_t.T).float() / temperature, dim=-1)
+        total = total + F.kl_div(log_s, log_t, log_target=True, reduction="sum")
+    return total / max(h.shape[0], 1)
 
 
 def count_parameters(model: nn.Module) -> int:

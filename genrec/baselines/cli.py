@@ -64,6 +64,9 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="seed of the sampled negatives (default 0); with the user index it fixes each user's sample, "
                         "the same for every model")
     g.add_argument("--seed", type=int)
+    g.add_argument("--distill-from", metavar="RUN", help="baseline run folder (same dataset) whose best model teaches this one")
+    g.add_argument("--distill-temperature", type=float, help="softening temperature (default 2)")
+    g.add_argument("--distill-alpha", type=float, help="weight of the distillation term (default 0.5)")
     g.add_argument("--cpu", action="store_true", default=None, help="force CPU even with a GPU present")
     g.add_argument("--threads", type=int, help="torch CPU threads; 1 is much faster when other jobs share the cores")
     g.add_argument("--residual", choices=("plain", "mhc"),

@@ -14,6 +14,7 @@ and common train flags (``--lr``, ``--batch-size``, ...) when given.
 from __future__ import annotations
 
 import argparse
+import json
 import dataclasses
 import logging
 import time
@@ -68,7 +69,7 @@ MODEL_DEFAULTS: dict[str, Any] = {
 ENTRY_CONFIGS: dict[str, type] = {"genrec": GenRecEntryConfig}
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip", "max_len", "max_steps",
                "group_batches", "eval_every", "patience", "eval_batch_size", "eval_negatives", "eval_negatives_seed",
-               "seed", "cpu", "budget_clock")
+               "seed", "cpu", "budget_clock", "distill_from", "distill_temperature", "distill_alpha")
 
 
 def register(name: str) -> Callable[[RunFn], RunFn]:
@@ -210,6 +211,35 @@ def resolved_model_config(name: str, args: argparse.Namespace, dataset: RecDatas
     return cfg
 
 
+def load_teacher(path: str, dataset: RecDataset, max_len: int, with_times: bool) -> SeqRecModel:
+    """The best model of a finished baseline run on the same dataset, rebuilt from its recorded config."""
+    from safetensors.torch import load_model as load_weights
+
+    run = Path(path)
+    state, weights = run / "last" / "state.json", run / "best" / "model.safetensors"
+    if not state.is_file() or not weights.is_file():
+        raise FileNotFoundError(f"--distill-from {run}: not a baseline run folder (expected last/state.json and "
+                                "best/model.safetensors, as --output-dir writes them)")
+    rc = json.loads(state.read_text(encoding="utf-8")).get("run_config", {})
+    name = rc.get("model")
+    if name not in MODEL_DEFAULTS:
+        raise ValueError(f"--distill-from {run}: unknown teacher model {name!r}")
+    if rc.get("dataset") != dataset.name:
+        raise ValueError(f"--distill-from {run}: the teacher was trained on {rc.get('dataset')!r}, not {dataset.name!r}")
+    if rc.get("max_len", 0) < max_len:
+        raise ValueError(f"--distill-from {run}: the teacher's window ({rc.get('max_len')}) is shorter than this run's ({max_len})")
+    cfg = type(MODEL_DEFAULTS[name])(**rc["config"])
+    if needs_times(cfg) and not with_times:
+        raise ValueError(f"--distill-from {run}: a time-aware teacher ({name}) needs a time-aware student")
+    import torch
+
+    with torch.random.fork_rng(devices=[]):  # the student's dropout and batch order must not depend on the teacher
+        teacher = build_model(cfg, dataset, rc["max_len"])
+    load_weights(teacher, str(weights))
+    logger.info("distilling from %s (%s)", run, name)
+    return teacher
+
+
 def run_sequence_model(name: str, dataset: RecDataset, budget_minutes: float, args: argparse.Namespace) -> dict[str, Any]:
     args._dataset_name = dataset.name
     tcfg = train_config(name, budget_minutes, args)
@@ -221,7 +251,12 @@ def run_sequence_model(name: str, dataset: RecDataset, budget_minutes: float, ar
     if tcfg.eval_negatives:  # model selection ran on this protocol: a checkpoint of another must not resume
         run_config["protocol"] = protocol_name(tcfg.eval_negatives)
         run_config["eval_negatives_seed"] = tcfg.eval_negatives_seed
-    result = Trainer(model, data, tcfg, run_config=run_config).fit()
+    teacher = (load_teacher(tcfg.distill_from, dataset, tcfg.max_len, needs_times(mcfg))
+               if tcfg.distill_from else None)
+    if teacher is not None:  # a resumed checkpoint must have learnt from the same teacher
+        run_config["distill"] = {"from": str(Path(tcfg.distill_from).resolve()), "temperature": tcfg.distill_temperature,
+                                 "alpha": tcfg.distill_alpha}
+    result = Trainer(model, data, tcfg, run_config=run_config, teacher=teacher).fit()
     out: dict[str, Any] = {k: v for k, v in result.test.items() if k != "users"}
     out.update(protocol=result.protocol, train_seconds=round(result.train_seconds, 1), params=result.params,
                users=result.test["users"], valid={k: v for k, v in result.valid.items() if k != "users"},

@@ -30,7 +30,7 @@ from accelerate.utils import gather_object
 from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
-from genrec.baselines.base import SeqRecModel, count_parameters
+from genrec.baselines.base import Distill, SeqRecModel, count_parameters
 from genrec.baselines.data import NegativeSampler, SequenceData, eval_batches_with_times
 from genrec.baselines.sampled_eval import EvalNegatives, protocol_name, ranks_among_candidates
 from genrec.data import Sample
@@ -66,6 +66,9 @@ class TrainConfig:
     output_dir: str = ""  # where checkpoints go; "" = keep nothing on disk
     resume: bool = True  # continue from <output_dir>/last when it exists
     cpu: bool = False  # force CPU even when a GPU is present
+    distill_from: str = ""  # a baseline run folder (same dataset) whose best model is the frozen teacher
+    distill_temperature: float = 2.0
+    distill_alpha: float = 0.5  # weight of the KL term; 1 - alpha on the hard next-item loss
 
 
 @dataclass
@@ -147,9 +150,13 @@ def evaluate(score: ScoreFn, samples: Sequence[Sample], batch_size: int = 1024,
 
 
 class Trainer:
-    def __init__(self, model: SeqRecModel, data: SequenceData, cfg: TrainConfig, run_config: dict | None = None):
+    def __init__(self, model: SeqRecModel, data: SequenceData, cfg: TrainConfig, run_config: dict | None = None,
+                 teacher: SeqRecModel | None = None):
         if cfg.batch_size < 1 or cfg.epochs < 0 or cfg.eval_every < 1 or cfg.patience < 1:
             raise ValueError("batch_size, eval_every and patience must be positive and epochs non-negative")
+        if not cfg.distill_temperature > 0 or not 0 <= cfg.distill_alpha <= 1:
+            raise ValueError(f"distillation needs temperature > 0 and alpha in [0, 1], got "
+                             f"{cfg.distill_temperature} and {cfg.distill_alpha}")
         self.protocol = protocol_name(cfg.eval_negatives)
         self.cfg = cfg
         self.data = data
@@ -164,6 +171,10 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: min(1.0, (step + 1) / warm) if warm else 1.0)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.distill = None
+        if teacher is not None:
+            teacher = teacher.to(self.accelerator.device).eval().requires_grad_(False)
+            self.distill = Distill(teacher, cfg.distill_temperature, cfg.distill_alpha)
         self.sampler = (NegativeSampler(data.train_items, data.num_items)
                         if getattr(model, "loss_type", "ce") == "bce" else None)
         self.state = TrainState()
@@ -352,10 +363,8 @@ class Trainer:
             gen = torch.Generator().manual_seed(cfg.seed * 7_919 + st.step * acc.num_processes + acc.process_index)
             negatives = self.sampler.sample(users, targets.shape[1], gen).to(acc.device)
         times = self.data.train_times(rows, inputs.shape[1])
-        if times is None:
-            loss = self.model(inputs.to(acc.device), targets.to(acc.device), negatives)
-        else:
-            loss = self.model(inputs.to(acc.device), targets.to(acc.device), negatives, times.to(acc.device))
+        times = None if times is None else times.to(acc.device)
+        loss = self.model(inputs.to(acc.device), targets.to(acc.device), negatives, times, distill=self.distill)
         acc.backward(loss)
         if cfg.grad_clip > 0:
             acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
