@@ -18,6 +18,7 @@ from typing import Hashable, Mapping, Sequence
 import torch
 
 from genrec.decoding import CodeTrie
+from genrec.utils.distill import softened_kl_sum
 
 TrieKey = Hashable  # (dataset, modality)
 
@@ -75,15 +76,6 @@ def full_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
                            ignore_index=-100, reduction="sum")
 
 
-def _kl_sum(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Summed KL(teacher || student) of rows of logits softened by ``temperature``; -inf = not allowed."""
-    log_s = torch.log_softmax(student.float() / temperature, dim=-1)
-    log_t = torch.log_softmax(teacher.float() / temperature, dim=-1)
-    p_t = log_t.exp()
-    # a masked token has p_t = 0 and contributes nothing (not 0 * (-inf - -inf) = nan)
-    return torch.where(p_t > 0, p_t * (log_t - log_s), torch.zeros_like(p_t)).sum()
-
-
 def distill_kl_sum(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, keys: Sequence[TrieKey] | None,
                    tries: Mapping[TrieKey, CodeTrie] | None, temperature: float) -> torch.Tensor:
     """Summed per-position KL divergence from the teacher's softened next-token distribution to the
@@ -92,7 +84,7 @@ def distill_kl_sum(student: torch.Tensor, teacher: torch.Tensor, labels: torch.T
     if not tries:
         keep = labels.reshape(-1) != -100
         V = student.size(-1)
-        return _kl_sum(student.reshape(-1, V)[keep], teacher.reshape(-1, V)[keep], temperature)
+        return softened_kl_sum(student.reshape(-1, V)[keep], teacher.reshape(-1, V)[keep], temperature)
     total = student.new_zeros((), dtype=torch.float32)
     for key in dict.fromkeys(keys):
         trie = tries[key]
@@ -103,5 +95,5 @@ def distill_kl_sum(student: torch.Tensor, teacher: torch.Tensor, labels: torch.T
             allowed = trie.children[level][node[:, level]] >= 0
             s = student[rows, level].float().index_select(1, vocab).masked_fill(~allowed, float("-inf"))
             t = teacher[rows, level].float().index_select(1, vocab).masked_fill(~allowed, float("-inf"))
-            total = total + _kl_sum(s, t, temperature)
+            total = total + softened_kl_sum(s, t, temperature)
     return total

@@ -606,13 +606,13 @@ class Trainer:
         if self.teacher is None or not model.training:
             return hard
         from genrec.objective import distill_kl_sum
+        from genrec.utils.distill import mix_distill
 
         with torch.no_grad(), self.acc.autocast():
             teacher_logits = self.teacher(**batch).logits
-        T, a = self.cfg.distill_temperature, self.cfg.distill_alpha
+        T = self.cfg.distill_temperature
         tries = self.tries if self.cfg.objective == "constrained" else None
-        # T^2 keeps the soft term's gradient scale independent of the temperature (Hinton et al.)
-        return (1 - a) * hard + a * T * T * distill_kl_sum(logits, teacher_logits, labels, keys, tries, T)
+        return mix_distill(hard, distill_kl_sum(logits, teacher_logits, labels, keys, tries, T), T, self.cfg.distill_alpha)
 
     def _loss_sum(self, logits: torch.Tensor, labels: torch.Tensor, keys: Sequence | None) -> torch.Tensor:
         from genrec.objective import constrained_loss_sum, full_loss_sum

@@ -10,6 +10,7 @@ from torch import nn
 
 from genrec.baselines.chunked_ce import chunked_cross_entropy
 from genrec.baselines.data import PAD
+from genrec.utils.distill import mix_distill, softened_kl_sum
 
 
 def causal_padding_mask(inputs: torch.Tensor) -> torch.Tensor:
@@ -62,8 +63,7 @@ class SeqRecModel(nn.Module):
             h_t = teacher._encode(inputs, times)[valid]
             w_t = teacher.item_weights()
         soft = distill_kl_mean(h, self.item_weights(), h_t, w_t, distill.temperature)
-        # T^2 keeps the soft term's gradient scale independent of the temperature (Hinton et al.)
-        return (1 - distill.alpha) * hard + distill.alpha * distill.temperature ** 2 * soft
+        return mix_distill(hard, soft, distill.temperature, distill.alpha)
 
     def _hard_loss(self, h: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor | None,
                    valid: torch.Tensor) -> torch.Tensor:
@@ -104,9 +104,7 @@ def distill_kl_mean(h: torch.Tensor, weights: torch.Tensor, h_t: torch.Tensor, w
     a chunk of positions at a time so no [positions, items] buffer of the whole batch exists."""
     total = h.new_zeros((), dtype=torch.float32)
     for i in range(0, h.shape[0], chunk):
-        log_s = torch.log_softmax((h[i:i + chunk] @ weights.T).float() / temperature, dim=-1)
-        log_t = torch.log_softmax((h_t[i:i + chunk] @ w_t.T).float() / temperature, dim=-1)
-        total = total + F.kl_div(log_s, log_t, log_target=True, reduction="sum")
+        total = total + softened_kl_sum(h[i:i + chunk] @ weights.T, h_t[i:i + chunk] @ w_t.T, temperature)
     return total / max(h.shape[0], 1)
 
 
