@@ -61,6 +61,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the 30-minute point ends at the lowest rate; the 8-minute point of the same run is still near the peak
     "genrec+constrained+pooled+anneal": {"objective": "constrained", "item_inputs": "pooled", "prefix_training": False,
                                          "scheduler": "cosine", "anneal": "budget"},
+    # the budget-clock decay with code tokens started from the quantizer's codewords (needs --codebooks)
+    "genrec+constrained+pooled+anneal+seminit": {"objective": "constrained", "item_inputs": "pooled",
+                                                 "prefix_training": False, "scheduler": "cosine", "anneal": "budget",
+                                                 "seminit": True},
     # finetune from a cross-domain pretraining run (needs --pretrained DATASET=RUN; same codes as that run)
     "genrec+constrained+pooled+pretrain": {"objective": "constrained", "item_inputs": "pooled", "prefix_training": False,
                                            "pretrain": True},

@@ -16,12 +16,15 @@ from typing import Sequence
 from genrec.data.codes import Codes, make_codes_unique
 from genrec.data.dataset import RecDataset
 from genrec.data.split import Sample
-from genrec.tokenizer import task_token
 
 logger = logging.getLogger(__name__)
 
 Tokens = list[str]
 Variant = tuple[Tokens, Tokens]  # (source tokens, target tokens); the tokenizer adds </s>
+
+
+def task_token(name: str) -> str:
+    return f"<task_{name}>"
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,11 @@ TASKS: dict[str, Task] = {
         Direction("text", "image", task_token("fgfusion_text2image")),
         Direction("image", "text", task_token("fgfusion_image2text")))),
 }
+
+
+# The vocabulary's task tokens, in registry order. The registry is append-only: a new task goes at
+# the end, takes the next of the tokenizer's reserved task slots, and no other token id moves.
+TASK_TOKENS: tuple[str, ...] = tuple(dict.fromkeys(d.token for t in TASKS.values() for d in t.directions))
 
 
 def get_task(name: str) -> Task:

@@ -1,15 +1,15 @@
 """A small, locally built tokenizer over semantic-ID code tokens and task tokens.
 
-The vocabulary is fixed by (codes per level, levels, dedup tokens, tasks), built in one
-deterministic order, so a code token has the same id in pretraining and finetuning. It is a
+The vocabulary is fixed by a code spec (levels, codes per level, dedup tokens) and a fixed number
+of task slots, built in one deterministic order, so a code token has the same id in pretraining
+and finetuning, and adding a task to the registry moves no id. It is a
 ``tokenizers`` WordLevel model wrapped in ``PreTrainedTokenizerFast`` and round-trips through
 ``save_pretrained`` / ``AutoTokenizer.from_pretrained`` with no hub access.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -17,36 +17,43 @@ import torch
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from genrec.data.codes import CODE_TOKENS_IN_TEXT, CodeSpec
+from genrec.tasks import TASK_TOKENS as _REGISTRY_TASK_TOKENS
+from genrec.tasks import task_token  # noqa: F401  (re-exported: the tokenizer's users build task tokens)
+
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
-# Every task and direction gets its own learned token (the published code reused arbitrary words).
-TASK_TOKENS = (
-    "seqrec", "seqimage", "item2image", "image2item", "seqitem2image", "seqimage2item",
-    "fusionseqrec", "fgfusion_text2image", "fgfusion_image2text",
-)
-
-
-def task_token(name: str) -> str:
-    return f"<task_{name}>"
+# Task tokens take ids 3 .. 3 + TASK_SLOTS - 1 in registry order (genrec.tasks); the slots no task
+# uses yet are reserved tokens, so adding a task moves no code token's id.
+TASK_SLOTS = 32
+RESERVED_TASK = "<task_reserved_{}>"
+# every task token's name, registry order: task_token(TASK_TOKENS[i]) has id 3 + i
+TASK_TOKENS = tuple(t[len("<task_"):-1] for t in _REGISTRY_TASK_TOKENS)
 
 
 @dataclass(frozen=True)
 class VocabConfig:
+    """The vocabulary: the special tokens, the task slots and every code token of a CodeSpec."""
+
     codes_per_level: int = 256
-    text_levels: str = "abcd"
-    image_levels: str = "ABCD"
-    # Fifth-level tokens <e_k>/<E_k> reserved for dedup, so datasets with duplicate codes need no
-    # vocabulary change between pretraining and finetuning.
+    # Dedup-level tokens <e_k>/<E_k> (after 4 levels) are always in the vocabulary, so datasets
+    # with duplicate codes need no vocabulary change between pretraining and finetuning.
     dedup_tokens: int = 64
-    tasks: tuple[str, ...] = field(default=TASK_TOKENS)
+    levels: int = 4
+
+    @property
+    def spec(self) -> CodeSpec:
+        return CodeSpec(levels=self.levels, codes_per_level=self.codes_per_level, dedup_tokens=self.dedup_tokens)
+
+    @classmethod
+    def from_spec(cls, spec: CodeSpec) -> "VocabConfig":
+        return cls(codes_per_level=spec.codes_per_level, dedup_tokens=spec.dedup_tokens, levels=spec.levels)
 
     def tokens(self) -> list[str]:
-        vocab = [PAD, EOS, UNK] + [task_token(t) for t in self.tasks]
-        for letter in self.text_levels + self.image_levels:
-            vocab += [f"<{letter}_{i}>" for i in range(self.codes_per_level)]
-        if self.dedup_tokens:
-            for letter in (chr(ord(self.text_levels[-1]) + 1), chr(ord(self.image_levels[-1]) + 1)):
-                vocab += [f"<{letter}_{i}>" for i in range(self.dedup_tokens)]
-        return vocab
+        if len(_REGISTRY_TASK_TOKENS) > TASK_SLOTS:
+            raise ValueError(f"{len(_REGISTRY_TASK_TOKENS)} task tokens do not fit {TASK_SLOTS} task slots")
+        tasks = list(_REGISTRY_TASK_TOKENS) + [RESERVED_TASK.format(k)
+                                               for k in range(len(_REGISTRY_TASK_TOKENS), TASK_SLOTS)]
+        return [PAD, EOS, UNK] + tasks + self.spec.tokens("text") + self.spec.tokens("image")
 
 
 def build_tokenizer(config: VocabConfig | None = None) -> PreTrainedTokenizerFast:
@@ -61,8 +68,19 @@ def build_tokenizer(config: VocabConfig | None = None) -> PreTrainedTokenizerFas
     tok.post_processor = processors.TemplateProcessing(
         single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}", special_tokens=[(EOS, vocab[EOS])])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK)
-    fast.init_kwargs["vocab_config"] = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+    fast.init_kwargs["vocab_config"] = asdict(config)
+    fast.init_kwargs["code_spec"] = config.spec.to_json()
     return fast
+
+
+def tokenizer_code_spec(tokenizer: PreTrainedTokenizerFast) -> CodeSpec:
+    """The code spec a tokenizer was built for (tokenizers saved before the spec existed: 4 levels)."""
+    saved = tokenizer.init_kwargs.get("code_spec")
+    if saved is not None:
+        return CodeSpec.from_json(dict(saved), "tokenizer_config.json")
+    old = tokenizer.init_kwargs.get("vocab_config") or {}
+    return CodeSpec(levels=len(old.get("text_levels", "abcd")), codes_per_level=int(old.get("codes_per_level", 256)),
+                    dedup_tokens=int(old.get("dedup_tokens", 64)))
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
@@ -77,13 +95,11 @@ def code_token_ids(tokenizer: PreTrainedTokenizerFast, codes: Sequence[Sequence[
         if unk in row:
             bad = [t for t, i in zip(codes[item], row) if i == unk]
             raise ValueError(f"item {item}: code tokens {bad} are not in the tokenizer's vocabulary "
-                             "(more codes per level or dedup tokens than the vocabulary was built for?)")
+                             "(more codes per level, dedup tokens or levels than the vocabulary was built for? A code "
+                             "file with more than 4 levels needs its .spec.json beside it, as index.generate_codes writes)")
     return torch.tensor(rows, dtype=torch.long)
-
-
-_CODE_RE = re.compile(r"<[a-hA-H]_\d+>")
 
 
 def parse_generated(text: str) -> tuple[str, ...]:
     """Code tokens in a decoded string (``decode`` puts spaces between tokens)."""
-    return tuple(_CODE_RE.findall(text))
+    return tuple(CODE_TOKENS_IN_TEXT.findall(text))

@@ -39,10 +39,11 @@ from genrec.data_pipeline import (
 )
 from genrec.metrics import TABLE_KS
 from genrec.tasks import get_task, parse_tasks, resolve_tasks
-from genrec.tokenizer import VocabConfig, build_tokenizer, load_tokenizer
+from genrec.tokenizer import RESERVED_TASK, VocabConfig, build_tokenizer, load_tokenizer, tokenizer_code_spec
 from genrec.utils.io import append_jsonl, atomic_dir, atomic_output, atomic_write_json, atomic_write_text
 from genrec.utils.io import read_jsonl
-from genrec.utils.rng import rng_state, seed_everything, set_rng_state
+from genrec.utils.rng import seed_everything
+from genrec.utils.train_state import has_training_state, load_training_state, rng_state, save_training_state, set_rng_state
 from genrec.run_checks import code_fingerprints
 from genrec.utils.runlock import claim_run_dir, released_on_exit
 
@@ -276,16 +277,52 @@ def resolve_init(path: str | Path, flag: str = "--init") -> tuple[Path, Path, di
 
 
 def check_same_tokenizer(expected, loaded, where: str) -> None:
-    """The finetune's vocabulary must equal the checkpoint's token for token."""
+    """The finetune's vocabulary must equal the checkpoint's token for token; a task slot that one
+    side has reserved may hold a task the other side added (its embedding exists in both)."""
     a, b = expected.get_vocab(), loaded.get_vocab()
     if a == b:
         return
+    if len(a) == len(b):
+        ia, ib = {i: t for t, i in a.items()}, {i: t for t, i in b.items()}
+
+        def same_slot(x: str, y: str) -> bool:
+            reserved = RESERVED_TASK.split("{")[0]
+            return x == y or (x.startswith("<task_") and y.startswith("<task_")
+                              and (x.startswith(reserved) or y.startswith(reserved)))
+
+        if ia.keys() == ib.keys() and all(same_slot(ia[i], ib[i]) for i in ia):
+            return
     only_a = sorted(set(a) - set(b), key=a.get)[:3]
     only_b = sorted(set(b) - set(a), key=b.get)[:3]
     moved = [t for t in a if t in b and a[t] != b[t]][:3]
     raise ValueError(f"the tokenizer in {where} differs from the one this run builds for its codes "
                      f"({len(b)} vs {len(a)} tokens; missing there: {only_a}; extra there: {only_b}; "
-                     f"different ids: {moved}); finetune with the same --codes-per-level/--dedup-tokens as the pretraining")
+                     f"different ids: {moved}); finetune with the same --codes-per-level/--dedup-tokens and codes of the "
+                     "same code spec (levels) as the pretraining")
+
+
+def resolve_vocab(cfg: TrainConfig) -> VocabConfig:
+    """The vocabulary of a run: the code spec saved beside its datasets' code files (all must agree
+    on the levels; files without one read as 4 levels), widened to ``--codes-per-level`` /
+    ``--dedup-tokens``."""
+    from genrec.data import DataError
+    from genrec.data.codes import load_code_spec
+    from genrec.data.dataset import code_paths
+
+    found: dict[int, Path] = {}
+    cpl, dedup = cfg.codes_per_level, cfg.dedup_tokens
+    for name in cfg.datasets:
+        for path in code_paths(Path(cfg.data_root) / name, name, cfg.text_codes, cfg.image_codes).values():
+            spec = load_code_spec(path) if path is not None else None
+            if spec is None:
+                continue
+            found.setdefault(spec.levels, path)
+            cpl, dedup = max(cpl, spec.codes_per_level), max(dedup, spec.dedup_tokens)
+    if len(found) > 1:
+        (la, pa), (lb, pb) = sorted(found.items())[:2]
+        raise DataError(pb, f"code spec has {lb} levels, {pa} has {la}: one run's datasets must share one code "
+                            "vocabulary (export them from one quantizer, or with the same --levels)")
+    return VocabConfig(codes_per_level=cpl, dedup_tokens=dedup, levels=next(iter(found), 4))
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -398,8 +435,15 @@ class Trainer:
             raise FileNotFoundError(f"--resume: no checkpoint in {self.ckpt_dir}")
         self.resume = resume
 
-        # tokenizer (and the pretrained model's, which must be identical)
-        self.tokenizer = build_tokenizer(VocabConfig(codes_per_level=cfg.codes_per_level, dedup_tokens=cfg.dedup_tokens))
+        # tokenizer (and the pretrained model's, which must be identical); a resumed run keeps the
+        # vocabulary it was built with
+        self.tokenizer = build_tokenizer(resolve_vocab(cfg))
+        if resume and (self.run_dir / "tokenizer" / "tokenizer.json").is_file():
+            saved = load_tokenizer(self.run_dir / "tokenizer")
+            if saved.get_vocab() != self.tokenizer.get_vocab():
+                logger.info("resume: keeping the run's own vocabulary (%d tokens; this version builds %d)",
+                            len(saved), len(self.tokenizer))
+                self.tokenizer = saved
         init_model_dir = None
         if cfg.init and not resume:  # a resumed run restores its own weights
             init_model_dir, tok_dir, init_run_cfg = resolve_init(cfg.init)
@@ -477,9 +521,10 @@ class Trainer:
     def _semantic_init(self, model) -> None:
         from genrec.semantic_init import semantic_init_
 
-        for modality, letters, path in (("text", "abcdefg", self.cfg.text_codebooks),
-                                        ("image", "ABCDEFG", self.cfg.image_codebooks)):
+        spec = tokenizer_code_spec(self.tokenizer)
+        for modality, path in (("text", self.cfg.text_codebooks), ("image", self.cfg.image_codebooks)):
             if path:
+                letters = spec.letters(modality)
                 n = semantic_init_(model, self.tokenizer, self.codebooks[modality], letters, seed=self.cfg.seed)
                 logger.info("semantic init: %d %s code-token embeddings from %s", n, modality, path)
 
@@ -774,11 +819,7 @@ class Trainer:
         if self.main:
             with atomic_dir(self.ckpt_dir) as tmp:
                 self.acc.unwrap_model(self.model).save_pretrained(str(tmp))
-                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-                torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
-                if self.acc.scaler is not None:
-                    torch.save(self.acc.scaler.state_dict(), tmp / "scaler.pt")
-                torch.save(rng, tmp / "rng_state.pt")
+                save_training_state(tmp, self.optimizer, self.scheduler, rng, scaler=self.acc.scaler)
                 atomic_write_json(tmp / "trainer_state.json", {**asdict(self.state), "world_size": self.world}, indent=2)
                 atomic_write_json(tmp / "train_config.json", self.cfg.to_json(), indent=2)
         self.acc.wait_for_everyone()
@@ -790,11 +831,15 @@ class Trainer:
         self.state = TrainState(**{k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(TrainState)}})
         if not self.state.finished:
             self.state.stop_reason = None  # the interruption, not a reason to stay stopped
-        self.optimizer.load_state_dict(torch.load(d / "optimizer.pt", map_location="cpu", weights_only=False))
-        self.scheduler.load_state_dict(torch.load(d / "scheduler.pt", map_location="cpu", weights_only=False))
-        if self.acc.scaler is not None and (d / "scaler.pt").is_file():
-            self.acc.scaler.load_state_dict(torch.load(d / "scaler.pt", weights_only=False))
-        rng = torch.load(d / "rng_state.pt", weights_only=False)
+        if has_training_state(d):
+            rng, _ = load_training_state(d, self.optimizer, self.scheduler, scaler=self.acc.scaler)
+        else:  # a run folder of an earlier version: pickled states of our own, written by this project
+            logger.info("resume: %s holds the earlier .pt state files; the next checkpoint is written in safetensors", d)
+            self.optimizer.load_state_dict(torch.load(d / "optimizer.pt", map_location="cpu", weights_only=False))
+            self.scheduler.load_state_dict(torch.load(d / "scheduler.pt", map_location="cpu", weights_only=False))
+            if self.acc.scaler is not None and (d / "scaler.pt").is_file():
+                self.acc.scaler.load_state_dict(torch.load(d / "scaler.pt", weights_only=False))
+            rng = torch.load(d / "rng_state.pt", weights_only=False)
         if world != self.world:
             logger.warning("checkpoint was written by %d processes, resuming with %d: dropout randomness will differ", world, self.world)
         set_rng_state(rng[self.rank % len(rng)])

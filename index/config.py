@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genrec.data.codes import MAX_LEVELS
+
 QUANTIZER_KINDS = ("rqvae", "rqkmeans")
 DISTANCE_NAMES = ("l2", "cosine")
 MODALITIES = ("text", "image")
@@ -57,9 +59,9 @@ class QuantizerConfig:
             raise ValueError(f"quantizer kind {self.kind!r}: expected one of {', '.join(QUANTIZER_KINDS)}")
         if self.distance not in DISTANCE_NAMES:
             raise ValueError(f"distance {self.distance!r}: expected one of {', '.join(DISTANCE_NAMES)}")
-        if not 1 <= self.levels <= 7:
-            # 8 letters a-h exist; one is kept free for the dedup token.
-            raise ValueError(f"levels must be between 1 and 7, got {self.levels}")
+        if not 1 <= self.levels <= MAX_LEVELS:
+            # the code spec's letters: one is kept free for the dedup level
+            raise ValueError(f"levels must be between 1 and {MAX_LEVELS}, got {self.levels}")
         if self.codebook_size < 2:
             raise ValueError(f"codebook_size must be at least 2, got {self.codebook_size}")
         if self.code_dim < 1 or any(h < 1 for h in self.hidden_dims):

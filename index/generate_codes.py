@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from genrec.data import DataError, codes_to_json, format_code
+from genrec.data.codes import CODE_FILE, REPORT_FILE, CodeSpec, spec_path
 from genrec.utils.io import atomic_outputs, atomic_write_json, remove_stale_temps, terminate_as_exit
 from index.checkpoint import load_model, read_meta
 from index.collisions import DEFAULT_MAX_CANDIDATES, OBJECTIVES, POLICIES, get_policy
@@ -40,8 +41,6 @@ from index.train import check_compatible, resolve_device
 
 logger = logging.getLogger("index.generate_codes")
 
-CODE_FILE = {"text": "index_lemb", "image": "index_vitemb"}
-REPORT_FILE = {"text": "lemb-report", "image": "vitemb-report"}
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -152,6 +151,10 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
 
     per_dataset: dict[str, Any] = {}
     outputs: list[tuple[Path, dict[str, list[str]], Path]] = []
+    # the grammar the generator's vocabulary is built from: the quantizer's levels and sizes, and
+    # the dedup level only when collision resolution appended one
+    dedup = int(final[:, rq.levels].max()) + 1 if final.shape[1] > rq.levels else 0
+    spec = CodeSpec(levels=rq.levels, codes_per_level=int(max(rq.sizes)), dedup_tokens=dedup)
     for name, ds_dir, s in zip(data.names, data.dirs, data.slices()):
         tokens = [format_code(c, modality) for c in final[s]]
         out_dir = Path(cfg.out) if cfg.out else ds_dir
@@ -175,14 +178,16 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
     # Everything is computed; only now touch the output folders. Each dataset's codes and report
     # are written to temporary names first and renamed together (the report also records the code
     # file's hash, so a report that does not belong to its codes can be told apart).
+    report["code_spec"] = spec.to_json()
     for code_path, obj, report_path in outputs:
-        remove_stale_temps([code_path, report_path])
+        remove_stale_temps([code_path, report_path, spec_path(code_path)])
         text = json.dumps(obj, ensure_ascii=False)
         per = dict(report, code_file=str(code_path), code_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
-        with atomic_outputs([code_path, report_path]) as (code_tmp, report_tmp):
+        with atomic_outputs([code_path, report_path, spec_path(code_path)]) as (code_tmp, report_tmp, spec_tmp):
             code_tmp.write_text(text, encoding="utf-8")
             report_tmp.write_text(json.dumps(per, indent=2, ensure_ascii=False), encoding="utf-8")
-        logger.info("wrote %s and %s", code_path, report_path.name)
+            spec_tmp.write_text(json.dumps(spec.to_json(), indent=2), encoding="utf-8")
+        logger.info("wrote %s, %s and %s", code_path, report_path.name, spec_path(code_path).name)
     if cfg.report:
         atomic_write_json(cfg.report, report, indent=2)
     return report

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from genrec.data import load_codes, load_dataset
+from genrec.data.codes import load_code_spec
 from genrec.data.synthetic import generate_synthetic
 from index import generate_codes, train
 
@@ -71,8 +72,14 @@ def test_train_and_export_end_to_end(synthetic_root, tmp_path, capsys):
     icodes = load_codes(out / "Synthetic.index_vitemb.json", 64)
     assert len(set(icodes)) == 64 and icodes[0][0].startswith("<A_")
     # nothing but the final files was left in the output folder
-    assert files_under(out) == {"Synthetic.index_lemb.json", "Synthetic.lemb-report.json",
-                                "Synthetic.index_vitemb.json", "Synthetic.vitemb-report.json"}
+    assert files_under(out) == {"Synthetic.index_lemb.json", "Synthetic.lemb-report.json", "Synthetic.index_lemb.spec.json",
+                                "Synthetic.index_vitemb.json", "Synthetic.vitemb-report.json",
+                                "Synthetic.index_vitemb.spec.json"}
+    # the code spec saved with each code file: the quantizer's levels and size, dedup level only if appended
+    spec = load_code_spec(out / "Synthetic.index_lemb.json")
+    assert (spec.levels, spec.dedup_tokens) == (3, 0) and spec.codes_per_level == config["config"]["quantizer"]["codebook_size"]
+    ispec = load_code_spec(out / "Synthetic.index_vitemb.json")
+    assert ispec.dedup_tokens == (max(int(c[-1][3:-1]) for c in icodes) + 1 if len(icodes[0]) > ispec.levels else 0)
 
 
 def test_rqkmeans_strategy_end_to_end(synthetic_root, tmp_path):

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from genrec.tokenizer import (
-    EOS, PAD, TASK_TOKENS, UNK, VocabConfig, build_tokenizer, code_token_ids, load_tokenizer,
+    EOS, PAD, TASK_SLOTS, TASK_TOKENS, UNK, VocabConfig, build_tokenizer, code_token_ids, load_tokenizer,
     parse_generated, task_token,
 )
 from genrec.training import check_same_tokenizer
@@ -34,7 +34,7 @@ def test_code_string_is_one_id_per_code_token(tok, text):
 
 def test_every_vocabulary_token_is_a_single_piece(tok):
     vocab = tok.get_vocab()
-    assert len(vocab) == len(tok) == 3 + len(TASK_TOKENS) + 8 * 256 + 2 * 64
+    assert len(vocab) == len(tok) == 3 + TASK_SLOTS + 8 * 256 + 2 * 64
     for token, idx in vocab.items():
         if token in (PAD, EOS, UNK):
             continue

@@ -152,6 +152,38 @@ def test_resume_after_interrupt_equals_an_uninterrupted_run(root, tmp_path, caps
                        load_file(cut / "best" / "model.safetensors")["shared.weight"])
 
 
+
+def test_a_run_folder_of_the_earlier_pickled_format_still_resumes(root, tmp_path):
+    # checkpoints written before the one training-state format held optimizer.pt, scheduler.pt and
+    # rng_state.pt; such a run resumes to the same weights as one never interrupted
+    from genrec.utils.train_state import _rng_join
+
+    common = {**_cli_base(root, tmp_path), "dataset": "Synthetic", "tasks": ["seqrec"], "batch_size": 256,
+              "micro_batch_size": 100, "max_steps": 8, "save_every_steps": 4, "seed": 5}
+    assert finetune_main(_args({**common, "run": "full"})) == 0
+    assert finetune_main(_args({**common, "run": "old", "stop_after_steps": 4})) == 0
+    last = tmp_path / "log" / "old" / "checkpoints" / "last"
+    tensors = load_file(last / "optimizer.safetensors")
+    saved = json.loads((last / "training_state.json").read_text())
+    state: dict = {}
+    for key, v in tensors.items():
+        if key.startswith("state."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    groups = [{**g, "betas": tuple(g["betas"])} for g in saved["optimizer"]["param_groups"]]
+    torch.save({"state": state, "param_groups": groups}, last / "optimizer.pt")
+    rngs = _rng_join(tensors, saved["rng"])
+    torch.save(saved["scheduler"], last / "scheduler.pt")
+    torch.save(rngs, last / "rng_state.pt")
+    (last / "optimizer.safetensors").unlink()
+    (last / "training_state.json").unlink()
+    assert finetune_main(["--run", "old", "--output-dir", str(tmp_path / "log"), "--resume", "--stop-after-steps", "0"]) == 0
+    a = load_file(tmp_path / "log" / "full" / "checkpoints" / "last" / "model.safetensors")
+    b = load_file(last / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (last / "training_state.json").is_file()  # the next checkpoint is in the new format
+
+
 # -- run folder, init, budgets -------------------------------------------------------------------------
 def test_pretrain_then_finetune_from_it(root, tmp_path, capsys):
     base = _cli_base(root, tmp_path)
@@ -162,8 +194,8 @@ def test_pretrain_then_finetune_from_it(root, tmp_path, capsys):
     cfg = json.loads((pre / "config.json").read_text())
     assert cfg["datasets"] == ["Synthetic", "NoImage"] and cfg["preset"] == "tiny" and cfg["max_history"] == 20
     assert cfg["dedup_codes"] is True and cfg["lr"] == 1e-3 and cfg["scheduler"] == "constant"
-    for f in ("tokenizer/tokenizer.json", "best/model.safetensors", "best/trainer_state.json", "checkpoints/last/optimizer.pt",
-              "checkpoints/last/scheduler.pt", "checkpoints/last/rng_state.pt", "metrics.jsonl", "curve.png"):
+    for f in ("tokenizer/tokenizer.json", "best/model.safetensors", "best/trainer_state.json", "checkpoints/last/optimizer.safetensors",
+              "checkpoints/last/training_state.json", "checkpoints/last/model.safetensors", "metrics.jsonl", "curve.png"):
         assert (pre / f).is_file(), f
     assert summary["step"] == 4 and summary["world_size"] == 1
     assert finetune_main(_args({**base, "dataset": "Synthetic", "init": str(pre), "run": "fine", "max_steps": 3,

@@ -37,7 +37,7 @@ from genrec.data import Sample
 from genrec.metrics import TABLE_KS, metrics_from_ranks, ranks_from_scores
 from genrec.utils.io import atomic_dir, atomic_write_json
 from genrec.utils.malloc import reuse_freed_memory
-from genrec.utils.rng import rng_state, set_rng_state
+from genrec.utils.train_state import has_training_state, load_training_state, rng_state, save_training_state, set_rng_state
 
 logger = logging.getLogger(__name__)
 
@@ -209,8 +209,7 @@ class Trainer:
         if self.accelerator.is_main_process:
             with atomic_dir(self.out / "last") as tmp:
                 save_model(self.unwrapped, str(tmp / "model.safetensors"))
-                torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                            "rng": rngs}, tmp / "trainer.pt")
+                save_training_state(tmp, self.optimizer, self.scheduler, rngs)
                 atomic_write_json(tmp / "state.json", {"state": asdict(self.state), "train_config": asdict(self.cfg),
                                                        "run_config": self.run_config,
                                                        "world_size": self.accelerator.num_processes}, indent=1)
@@ -236,10 +235,14 @@ class Trainer:
             raise ValueError(f"{last}: checkpoint belongs to a different model/dataset configuration "
                              f"({meta.get('run_config')}); use another --output-dir")
         load_model(self.unwrapped, str(last / "model.safetensors"), device=str(self.accelerator.device))
-        blob = torch.load(last / "trainer.pt", map_location="cpu", weights_only=False)  # our own file
-        self.optimizer.load_state_dict(blob["optimizer"])
-        self.scheduler.load_state_dict(blob["scheduler"])
-        set_rng_state(blob["rng"][self.accelerator.process_index])
+        if has_training_state(last):
+            rngs, _ = load_training_state(last, self.optimizer, self.scheduler)
+        else:  # a run folder of an earlier version: one pickle of our own, written by this project
+            blob = torch.load(last / "trainer.pt", map_location="cpu", weights_only=False)
+            self.optimizer.load_state_dict(blob["optimizer"])
+            self.scheduler.load_state_dict(blob["scheduler"])
+            rngs = blob["rng"]
+        set_rng_state(rngs[self.accelerator.process_index])
         self.state = TrainState(**meta["state"])
         best = self.out / "best" / "model.safetensors"
         if best.is_file():

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from genrec.data.errors import DataError
 from genrec.data.jsonio import read_json
@@ -18,10 +19,89 @@ from genrec.data.jsonio import read_json
 logger = logging.getLogger(__name__)
 
 CODE_TOKEN = re.compile(r"^<([a-hA-H])_(\d+)>$")
+CODE_TOKENS_IN_TEXT = re.compile(r"<[a-hA-H]_\d+>")
 TEXT_LEVELS = "abcdefgh"
 IMAGE_LEVELS = "ABCDEFGH"
+MAX_LEVELS = len(TEXT_LEVELS) - 1  # one letter stays free for the dedup level
+# file name stems of the code files (and their reports) that index.generate_codes writes per modality
+CODE_FILE = {"text": "index_lemb", "image": "index_vitemb"}
+REPORT_FILE = {"text": "lemb-report", "image": "vitemb-report"}
 
 Codes = list[tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class CodeSpec:
+    """The grammar of semantic-ID codes, the one definition the quantizer, the data layer, the
+    tokenizer and the decoder read: ``levels`` letters per modality (``a..`` text, ``A..`` image),
+    ``codes_per_level`` indices per level, and an optional dedup level (the next letter) with
+    ``dedup_tokens`` indices."""
+
+    levels: int = 4
+    codes_per_level: int = 256
+    dedup_tokens: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("levels", "codes_per_level", "dedup_tokens"):
+            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
+                raise ValueError(f"code spec: {name} must be an integer, got {getattr(self, name)!r}")
+        if not 1 <= self.levels <= MAX_LEVELS:
+            raise ValueError(f"code spec: levels must be between 1 and {MAX_LEVELS}, got {self.levels}")
+        if self.codes_per_level < 1 or self.dedup_tokens < 0:
+            raise ValueError(f"code spec: codes_per_level must be >= 1 and dedup_tokens >= 0, got "
+                             f"{self.codes_per_level} and {self.dedup_tokens}")
+
+    def letters(self, modality: str) -> str:
+        """The level letters of ``modality``'s codes, dedup level excluded."""
+        return modality_levels(modality)[:self.levels]
+
+    def dedup_letter(self, modality: str) -> str:
+        return modality_levels(modality)[self.levels]
+
+    def tokens(self, modality: str) -> list[str]:
+        """Every code token of ``modality`` in vocabulary order: levels, then the dedup level."""
+        out = [f"<{letter}_{i}>" for letter in self.letters(modality) for i in range(self.codes_per_level)]
+        return out + [f"<{self.dedup_letter(modality)}_{i}>" for i in range(self.dedup_tokens)]
+
+    def check(self, codes: Codes, modality: str, where: str | Path) -> None:
+        """Raise DataError unless every code is ``levels`` tokens (or ``levels + 1`` ending in a
+        dedup token) of ``modality`` whose indices fit the spec."""
+        letters, dedup = self.letters(modality), self.dedup_letter(modality)
+        for item, code in enumerate(codes):
+            got = "".join(CODE_TOKEN.match(t).group(1) for t in code)
+            if got not in (letters, letters + dedup) or (got == letters + dedup and not self.dedup_tokens):
+                raise DataError(where, f"item {item}: code levels {got} do not fit the code spec ({self.levels} "
+                                       f"levels {letters}{f', dedup level {dedup}' if self.dedup_tokens else ''})")
+            for level, tok in enumerate(code):
+                index, top = int(CODE_TOKEN.match(tok).group(2)), (
+                    self.codes_per_level if level < self.levels else self.dedup_tokens)
+                if index >= top:
+                    raise DataError(where, f"item {item}: code token {tok} is out of the code spec's range "
+                                           f"(0..{top - 1} at level {level + 1})")
+
+    def to_json(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str | Path) -> "CodeSpec":
+        if not isinstance(obj, dict) or set(obj) - {"levels", "codes_per_level", "dedup_tokens"}:
+            raise DataError(where, f"expected a code spec {{levels, codes_per_level, dedup_tokens}}, got {obj!r}")
+        try:
+            return cls(**obj)
+        except ValueError as e:
+            raise DataError(where, str(e)) from None
+
+
+def spec_path(code_path: str | Path) -> Path:
+    """``X.index_lemb.json`` -> ``X.index_lemb.spec.json``: the code spec saved beside a code file."""
+    p = Path(code_path)
+    return p.with_name((p.name[:-5] if p.name.endswith(".json") else p.name) + ".spec.json")
+
+
+def load_code_spec(code_path: str | Path) -> CodeSpec | None:
+    """The spec saved beside ``code_path``, or None for a code file written without one."""
+    p = spec_path(code_path)
+    return CodeSpec.from_json(read_json(p), p) if p.is_file() else None
 
 
 def modality_levels(modality: str) -> str:
@@ -95,6 +175,9 @@ def load_codes(path: str | Path, num_items: int | None = None, modality: str | N
         got = [CODE_TOKEN.match(t).group(1) for t in code]
         if got != letters:
             raise DataError(path, f"item {i}: level letters {''.join(got)} differ from item 0's {''.join(letters)}")
+    spec = load_code_spec(path)
+    if spec is not None:
+        spec.check(codes, modality or ("image" if letters[0].isupper() else "text"), path)
     return codes
 
 

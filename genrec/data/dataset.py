@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from genrec.data.codes import Codes, count_duplicates, load_codes
+from genrec.data.codes import CODE_FILE, Codes, count_duplicates, load_codes
 from genrec.data.errors import DataError
 from genrec.data.jsonio import read_json
 from genrec.data.split import Split, leave_one_out
@@ -338,12 +338,13 @@ def _check_id_bound(inter_src: Path, dir: Path, name: str, users: list[str], seq
 
 
 def _default_code_path(dir: Path, name: str, modality: str) -> Path | None:
-    explicit = dir / f"{name}.{'index_lemb' if modality == 'text' else 'index_vitemb'}.json"
+    explicit = dir / f"{name}.{CODE_FILE[modality]}.json"
     if explicit.is_file():
         return explicit
     if modality == "text":
         # A single other code file (e.g. ``Office.index_rqkmeans.json``) is taken as the text codes.
-        others = [p for p in sorted(dir.glob(f"{name}.index*.json")) if "vitemb" not in p.name]
+        others = [p for p in sorted(dir.glob(f"{name}.index*.json"))
+                  if CODE_FILE["image"] not in p.name and not p.name.endswith(".spec.json")]
         if len(others) == 1:
             return others[0]
     return None
