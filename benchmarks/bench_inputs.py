@@ -13,7 +13,6 @@ Writes ``benchmarks/results/inputs_cost-<dataset>.json`` and prints a table.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import tempfile

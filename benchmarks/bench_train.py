@@ -205,7 +205,7 @@ def main() -> int:
                       "last_loss": [x["last_loss"] for x in rs], "setup_s": [round(x["setup_s"], 1) for x in rs]}
     ref = summary.get("hf")
     print()
-    print(f"| config | samples/s | vs hf | vs hf-grouped | peak RSS MB |")
+    print("| config | samples/s | vs hf | vs hf-grouped | peak RSS MB |")
     print("|---|---|---|---|---|")
     for m, s in summary.items():
         vs = lambda k: f"{s['samples_per_s'] / summary[k]['samples_per_s']:.2f}x" if k in summary else "-"  # noqa: E731

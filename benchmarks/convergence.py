@@ -104,7 +104,7 @@ def _sasrec_point(dataset, budget: float, args: argparse.Namespace) -> dict[str,
 def variant_config(dataset, model: str, args: argparse.Namespace, codes: dict[str, str]):
     """The results entry's config of one ladder rung on one dataset (``--set`` overrides applied)."""
     from genrec.baselines.genrec_entry import GenRecEntryConfig
-    from genrec.baselines.registry import apply_overrides
+    from genrec.baselines.settings import apply_overrides
 
     lever = dict(VARIANTS[model])
     if lever.pop("seminit", False):

@@ -31,7 +31,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from genrec.data.errors import DataError
 from genrec.data_pipeline import (

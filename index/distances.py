@@ -35,11 +35,13 @@ class Cosine:
 
     name = "cosine"
 
+    # clamped like SquaredL2: a point against itself gives 1 - 1.0000001 in float rounding, and a
+    # negative distance is a negative k-means++ sampling weight
     def pairwise(self, x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-        return 1.0 - F.normalize(x, dim=1) @ F.normalize(codebook, dim=1).T
+        return (1.0 - F.normalize(x, dim=1) @ F.normalize(codebook, dim=1).T).clamp_min(0.0)
 
     def rowwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return 1.0 - (F.normalize(x, dim=1) * F.normalize(y, dim=1)).sum(1)
+        return (1.0 - (F.normalize(x, dim=1) * F.normalize(y, dim=1)).sum(1)).clamp_min(0.0)
 
 
 DISTANCES: dict[str, type] = {"l2": SquaredL2, "cosine": Cosine}

@@ -67,3 +67,31 @@ def syn(synthetic_root):
     from genrec.data import load_dataset
 
     return load_dataset(synthetic_root, "Synthetic")
+
+
+@pytest.fixture(scope="session")
+def timed_root(synthetic_root, tmp_path_factory) -> Path:
+    """The synthetic fixture plus synthetic timestamps (random gaps, many ties)."""
+    import json
+    import shutil
+
+    import numpy as np
+
+    root = tmp_path_factory.mktemp("timed")
+    shutil.copytree(synthetic_root / "Synthetic", root / "Synthetic")
+    inter = json.loads((root / "Synthetic" / "Synthetic.inter.json").read_text())
+    rng = np.random.default_rng(0)
+    times = {}
+    for u, seq in inter.items():
+        gaps = rng.choice([0, 0, 60, 3600, 86_400, 10 * 86_400], size=len(seq))
+        times[u] = (1_000_000_000 + np.cumsum(gaps)).tolist()
+    (root / "Synthetic" / "Synthetic.time.json").write_text(json.dumps(times))
+    return root
+
+
+@pytest.fixture(scope="module")
+def timed(timed_root):
+    """The timed fixture dataset, loaded (every baseline, time-aware or not, trains on it)."""
+    from genrec.data import load_dataset
+
+    return load_dataset(timed_root, "Synthetic")

@@ -166,7 +166,7 @@ def evaluate_genrec_run(run_dir: Path, dataset: RecDataset, cfg: GenRecEntryConf
 
 def run_genrec(dataset: RecDataset, budget_minutes: float, args: argparse.Namespace) -> dict[str, Any]:
     from genrec.baselines.features import NotApplicable
-    from genrec.baselines.registry import apply_overrides, eval_protocol
+    from genrec.baselines.settings import apply_overrides, eval_protocol
     from genrec.training import train
 
     protocol = eval_protocol("genrec", args)

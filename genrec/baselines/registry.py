@@ -6,9 +6,9 @@ returns test metrics (``HR@K``/``NDCG@K``), the evaluation ``protocol`` (``"full
 packages add entries with ``@register("name")``; ``args`` is the benchmark's namespace (entries
 read the attributes they know with ``getattr`` and defaults).
 
-Settings: every entry starts from its config dataclass defaults, then from ``--set`` overrides
-(``FIELD=VALUE`` for every model that has the field, ``NAME.FIELD=VALUE`` for one registry entry),
-and common train flags (``--lr``, ``--batch-size``, ...) when given.
+Settings (``genrec.baselines.settings``): every entry starts from its config dataclass defaults,
+then from ``--set`` overrides (``FIELD=VALUE`` for every model that has the field,
+``NAME.FIELD=VALUE`` for one registry entry), and common train flags (``--lr``, ...) when given.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from genrec.baselines.base import SeqRecModel
 from genrec.baselines.data import SequenceData
 from genrec.baselines.features import load_features, resolve_embedding
 from genrec.baselines.genrec_entry import GenRecEntryConfig, run_genrec
+from genrec.baselines.settings import apply_overrides, train_config
 from genrec.baselines.id_gpt import IdGPT, IdGPTConfig
 from genrec.baselines.mm_transformer import MmTransformer4Rec, MmTransformerConfig
 from genrec.baselines.popularity import Popularity
@@ -41,20 +42,6 @@ logger = logging.getLogger(__name__)
 RunFn = Callable[[RecDataset, float, argparse.Namespace], dict[str, Any]]
 MODELS: dict[str, RunFn] = {}
 
-# Per-entry training defaults (on top of TrainConfig's); chosen on validation NDCG@10.
-# Instruments, 6 min on CPU: lr 2e-3 / dropout 0.2 reached validation NDCG@10 .105 at epoch 9;
-# lr 1e-3 / dropout 0.3 was at .096 after 10 epochs and still climbing.
-TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sasrec": {"batch_size": 256, "lr": 2e-3},
-    # BCE epochs are cheap but it needs many of them: validate every few epochs.
-    "sasrec-bce": {"batch_size": 128, "lr": 1e-3, "eval_every": 5, "patience": 8},
-    "tisasrec": {"batch_size": 256, "lr": 2e-3},  # as sasrec (not tuned separately)
-    "sasrec-mhc": {"batch_size": 256, "lr": 2e-3},
-    "tisasrec-mhc": {"batch_size": 256, "lr": 2e-3},
-    "mmtransformer": {"batch_size": 256, "lr": 2e-3},
-    "gpt": {"batch_size": 256, "lr": 2e-3},
-    "gpt-textinit": {"batch_size": 256, "lr": 2e-3},
-}
 MODEL_DEFAULTS: dict[str, Any] = {
     "sasrec": SASRecConfig(loss="ce", dropout=0.2),
     "sasrec-bce": SASRecConfig(loss="bce", dropout=0.3),  # classic: negatives the user never saw
@@ -67,47 +54,11 @@ MODEL_DEFAULTS: dict[str, Any] = {
 }
 # Entries with their own settings dataclass (not trained by the baselines' Trainer).
 ENTRY_CONFIGS: dict[str, type] = {"genrec": GenRecEntryConfig}
-TRAIN_FLAGS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip", "max_len", "max_steps",
-               "group_batches", "eval_every", "patience", "eval_batch_size", "eval_negatives", "eval_negatives_seed",
-               "seed", "cpu", "budget_clock", "distill_from", "distill_temperature", "distill_alpha")
-
-
 def register(name: str) -> Callable[[RunFn], RunFn]:
     def wrap(fn: RunFn) -> RunFn:
         MODELS[name] = fn
         return fn
     return wrap
-
-
-# -- settings ------------------------------------------------------------------------------
-def _convert(value: str, typ: Any, key: str) -> Any:
-    typ = typ if isinstance(typ, type) else {"int": int, "float": float, "str": str, "bool": bool}.get(str(typ), str)
-    if typ is bool:
-        if value.lower() in ("1", "true", "yes"):
-            return True
-        if value.lower() in ("0", "false", "no"):
-            return False
-        raise ValueError(f"--set {key}: expected true/false, got {value!r}")
-    try:
-        return typ(value)
-    except ValueError:
-        raise ValueError(f"--set {key}: cannot read {value!r} as {typ.__name__}") from None
-
-
-def apply_overrides(obj: Any, name: str, overrides: list[str] | None) -> Any:
-    """A copy of dataclass ``obj`` with the ``--set`` entries meant for registry entry ``name``."""
-    fields = {f.name: f.type for f in dataclasses.fields(obj)}
-    changes = {}
-    for item in overrides or []:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected FIELD=VALUE or MODEL.FIELD=VALUE")
-        key, value = item.split("=", 1)
-        target, _, field = key.rpartition(".")
-        if target and target != name:
-            continue
-        if field in fields:
-            changes[field] = _convert(value, fields[field], key)
-    return dataclasses.replace(obj, **changes)
 
 
 def check_overrides(overrides: list[str] | None, names: list[str]) -> None:
@@ -123,24 +74,6 @@ def check_overrides(overrides: list[str] | None, names: list[str]) -> None:
         target, _, field = key.rpartition(".")
         if field not in known or (target and target not in MODELS):
             raise ValueError(f"--set {item!r}: unknown setting (known: {sorted(known)})")
-
-
-def train_config(name: str, budget_minutes: float, args: argparse.Namespace) -> TrainConfig:
-    cfg = dataclasses.replace(TrainConfig(), **TRAIN_DEFAULTS.get(name, {}))
-    cfg = apply_overrides(cfg, name, getattr(args, "set", None))
-    flags = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
-    cfg = dataclasses.replace(cfg, **flags, budget_minutes=budget_minutes)
-    ckpt = getattr(args, "checkpoint_dir", None)
-    if getattr(args, "output_dir", None):  # one run, folder named by the user
-        cfg = dataclasses.replace(cfg, output_dir=str(args.output_dir))
-    elif ckpt:  # many runs: <checkpoint_dir>/<dataset>/<model>
-        cfg = dataclasses.replace(cfg, output_dir=str(Path(ckpt) / getattr(args, "_dataset_name", "dataset") / name))
-    return cfg
-
-
-def eval_protocol(name: str, args: argparse.Namespace) -> str:
-    """The protocol entry ``name`` evaluates with (``--eval-negatives`` or ``--set eval_negatives=``)."""
-    return protocol_name(train_config(name, 0.0, args).eval_negatives)
 
 
 # -- shared data (one split per dataset and window) -----------------------------------------

@@ -23,7 +23,7 @@ from genrec.tokenizer import build_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NAME = "Tiny"
 SHARED = (4, 11)  # items 4 and 11 share their text code
 

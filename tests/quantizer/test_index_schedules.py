@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from index import train
-from index.schedules import SCHEDULES, remaining, resolve_schedule
+from index.schedules import remaining, resolve_schedule
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,8 @@ from genrec.data import load_codes, load_dataset
 from genrec.data.codes import load_code_spec
 from genrec.data.synthetic import generate_synthetic
 from index import generate_codes, train
+from index.collisions import POLICIES
+from index.config import DISTANCE_NAMES, QUANTIZER_KINDS
 
 TINY = ["--hidden-dims", "32,16", "--code-dim", "8", "--levels", "3", "--codebook-size", "8",
         "--batch-size", "16", "--eval-every", "1", "--kmeans-iters", "10", "--threads", "1", "--no-progress",
@@ -82,13 +84,21 @@ def test_train_and_export_end_to_end(synthetic_root, tmp_path, capsys):
     assert ispec.dedup_tokens == (max(int(c[-1][3:-1]) for c in icodes) + 1 if len(icodes[0]) > ispec.levels else 0)
 
 
-def test_rqkmeans_strategy_end_to_end(synthetic_root, tmp_path):
-    run = tmp_path / "km"
-    assert run_train(synthetic_root, run, "--kind", "rqkmeans") == 0
-    assert not (run / "last" / "optimizer.safetensors").exists()
-    assert generate_codes.main(["--ckpt", str(run / "best"), "--data-root", str(synthetic_root),
-                                "--out", str(tmp_path / "out")]) == 0
-    assert len(set(load_codes(tmp_path / "out" / "Synthetic.index_lemb.json", 64))) == 64
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+@pytest.mark.parametrize("distance", DISTANCE_NAMES)
+@pytest.mark.parametrize("kind", QUANTIZER_KINDS)
+def test_every_quantizer_distance_and_collision_policy_exports_unique_codes(synthetic_root, tmp_path, kind,
+                                                                           distance, policy):
+    # follows the registries: a strategy added there is trained and exported here
+    assert run_train(synthetic_root, tmp_path / "run", "--kind", kind, "--distance", distance, "--epochs", "2") == 0
+    # RQ-KMeans has nothing to optimise: its last checkpoint holds no optimizer state
+    assert (tmp_path / "run" / "last" / "optimizer.safetensors").exists() == (kind == "rqvae")
+    assert generate_codes.main(["--ckpt", str(tmp_path / "run" / "best"), "--data-root", str(synthetic_root),
+                                "--out", str(tmp_path / "out"), "--policy", policy]) == 0
+    codes = load_codes(tmp_path / "out" / "Synthetic.index_lemb.json", 64)
+    assert len(set(codes)) == 64
+    spec = load_code_spec(tmp_path / "out" / "Synthetic.index_lemb.json")
+    assert spec.levels == 3 and len(codes[0]) in (3, 4)
 
 
 @pytest.mark.parametrize("stop,warmup", [(2, 0), (1, 2)])

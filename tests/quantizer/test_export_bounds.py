@@ -110,7 +110,7 @@ def test_sigterm_during_an_atomic_write_leaves_no_temp_file(tmp_path):
             "        a.write_text('{}')\n"
             "        os.kill(os.getpid(), signal.SIGTERM)\n"
             "        b.write_text('{}')\n")
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=repo, capture_output=True, timeout=60,
                           env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 143, proc.stderr

@@ -4,7 +4,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from genrec.evaluate import main as evaluate_main
 from genrec.evaluate import read_predictions, write_predictions

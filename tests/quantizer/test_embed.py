@@ -275,7 +275,7 @@ def test_no_progress_silences_the_weight_loading_bar(tmp_path):
     import sys
 
     write_dataset(tmp_path)
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(repo)}
     cmd = [sys.executable, "-m", "index.embed", "text", "--data-root", str(tmp_path), "--dataset", "E", "--threads", "1"]
     quiet = subprocess.run(cmd + ["--no-progress", "--name", "q"], capture_output=True, text=True, env=env, cwd=repo)

@@ -173,3 +173,11 @@ def test_cli_flags_override_a_json_config(tmp_path):
     path.write_text(json.dumps({"quantizer": {"codebooks": 3}}))
     with pytest.raises(ValueError, match="unknown QuantizerConfig fields: codebooks"):
         config_from_args(build_parser().parse_args(["--config", str(path)]))
+
+
+def test_cosine_distance_is_never_negative():
+    # 1 - cos(x, x) rounds below zero in float32; k-means++ samples with these as weights
+    from index.distances import Cosine
+
+    x = torch.randn(300, 16, generator=torch.Generator().manual_seed(0)) * 37.0
+    assert (Cosine().pairwise(x, x) >= 0).all() and (Cosine().rowwise(x, x) >= 0).all()

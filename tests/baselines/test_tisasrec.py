@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -24,26 +21,6 @@ from conftest import BASELINE_METRICS as METRICS  # noqa: E402
 from conftest import baseline_args as _args  # noqa: E402
 
 
-
-
-@pytest.fixture(scope="module")
-def timed_root(synthetic_root, tmp_path_factory):
-    """The synthetic fixture plus synthetic timestamps (random gaps, many ties)."""
-    root = tmp_path_factory.mktemp("timed")
-    shutil.copytree(synthetic_root / "Synthetic", root / "Synthetic")
-    inter = json.loads((root / "Synthetic" / "Synthetic.inter.json").read_text())
-    rng = np.random.default_rng(0)
-    times = {}
-    for u, seq in inter.items():
-        gaps = rng.choice([0, 0, 60, 3600, 86_400, 10 * 86_400], size=len(seq))
-        times[u] = (1_000_000_000 + np.cumsum(gaps)).tolist()
-    (root / "Synthetic" / "Synthetic.time.json").write_text(json.dumps(times))
-    return root
-
-
-@pytest.fixture(scope="module")
-def timed(timed_root):
-    return load_dataset(timed_root, "Synthetic")
 
 
 def test_interval_matrix_matches_the_definition():

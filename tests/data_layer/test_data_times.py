@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from genrec.data import DataError, leave_one_out, load_dataset
-from genrec.data.times import load_times, stable_time_order
+from genrec.data.times import stable_time_order
 
 
 def write_ds(root: Path, inter: dict, times: dict | None, name: str = "T") -> None:

@@ -24,7 +24,7 @@ from test_training import _args, _cli_base, _write_codes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # -- defect 2: run-folder lock -------------------------------------------------------------------

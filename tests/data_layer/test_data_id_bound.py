@@ -13,7 +13,7 @@ import pytest
 from genrec.data import DataError, load_dataset
 from genrec.data.codes import load_codes
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _instruments_layout(root: Path, huge: int) -> Path:

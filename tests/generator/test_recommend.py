@@ -3,7 +3,6 @@
 import math
 
 import pytest
-import torch
 
 from genrec.recommend import Recommender, main, recommend
 from test_evaluate import NAME, make_tiny_dataset, make_tiny_run
