@@ -26,7 +26,7 @@ from genrec.baselines.base import SeqRecModel
 from genrec.baselines.data import SequenceData
 from genrec.baselines.features import load_features, resolve_embedding
 from genrec.baselines.genrec_entry import GenRecEntryConfig, run_genrec
-from genrec.baselines.settings import apply_overrides, train_config
+from genrec.baselines.settings import MODEL_DEFAULTS, apply_overrides, train_config
 from genrec.baselines.id_gpt import IdGPT, IdGPTConfig
 from genrec.baselines.mm_transformer import MmTransformer4Rec, MmTransformerConfig
 from genrec.baselines.popularity import Popularity
@@ -42,16 +42,6 @@ logger = logging.getLogger(__name__)
 RunFn = Callable[[RecDataset, float, argparse.Namespace], dict[str, Any]]
 MODELS: dict[str, RunFn] = {}
 
-MODEL_DEFAULTS: dict[str, Any] = {
-    "sasrec": SASRecConfig(loss="ce", dropout=0.2),
-    "sasrec-bce": SASRecConfig(loss="bce", dropout=0.3),  # classic: negatives the user never saw
-    "tisasrec": TiSASRecConfig(loss="ce", dropout=0.2),  # needs <ds>.time.json
-    "sasrec-mhc": SASRecConfig(loss="ce", dropout=0.2, residual="mhc", streams=4),
-    "tisasrec-mhc": TiSASRecConfig(loss="ce", dropout=0.2, residual="mhc", streams=4),
-    "mmtransformer": MmTransformerConfig(),
-    "gpt": IdGPTConfig(init_text_emb="none", dropout=0.2),
-    "gpt-textinit": IdGPTConfig(init_text_emb="auto", dropout=0.2),
-}
 # Entries with their own settings dataclass (not trained by the baselines' Trainer).
 ENTRY_CONFIGS: dict[str, type] = {"genrec": GenRecEntryConfig}
 def register(name: str) -> Callable[[RunFn], RunFn]:

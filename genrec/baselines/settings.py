@@ -13,20 +13,44 @@ from typing import Any
 from genrec.baselines.sampled_eval import protocol_name
 from genrec.baselines.trainer import TrainConfig
 
-# Per-entry training defaults (on top of TrainConfig's); chosen on validation NDCG@10.
-# Instruments, 6 min on CPU: lr 2e-3 / dropout 0.2 reached validation NDCG@10 .105 at epoch 9;
-# lr 1e-3 / dropout 0.3 was at .096 after 10 epochs and still climbing.
-TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sasrec": {"batch_size": 256, "lr": 2e-3},
-    # BCE epochs are cheap but it needs many of them: validate every few epochs.
-    "sasrec-bce": {"batch_size": 128, "lr": 1e-3, "eval_every": 5, "patience": 8},
-    "tisasrec": {"batch_size": 256, "lr": 2e-3},  # as sasrec (not tuned separately)
-    "sasrec-mhc": {"batch_size": 256, "lr": 2e-3},
-    "tisasrec-mhc": {"batch_size": 256, "lr": 2e-3},
-    "mmtransformer": {"batch_size": 256, "lr": 2e-3},
-    "gpt": {"batch_size": 256, "lr": 2e-3},
-    "gpt-textinit": {"batch_size": 256, "lr": 2e-3},
-}
+PRESETS_FILE = Path(__file__).resolve().parents[1] / "configs" / "baselines.toml"
+
+
+def load_presets(path: str | Path = PRESETS_FILE) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(model config per entry, TrainConfig overrides per entry) from a presets TOML file; an
+    unknown architecture, model field or train field is an error naming the file and the entry."""
+    import tomllib
+
+    from genrec.baselines.id_gpt import IdGPTConfig
+    from genrec.baselines.mm_transformer import MmTransformerConfig
+    from genrec.baselines.sasrec import SASRecConfig
+    from genrec.baselines.tisasrec import TiSASRecConfig
+
+    kinds = {"sasrec": SASRecConfig, "tisasrec": TiSASRecConfig, "mmtransformer": MmTransformerConfig,
+             "gpt": IdGPTConfig}
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ValueError(f"{path}: cannot read presets ({e})") from None
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    models, train = {}, {}
+    for name, entry in raw.items():
+        entry = dict(entry)
+        kind, overrides = entry.pop("model", None), entry.pop("train", {})
+        if kind not in kinds:
+            raise ValueError(f"{path}: [{name}] model = {kind!r}; expected one of {', '.join(kinds)}")
+        cls = kinds[kind]
+        bad = sorted(set(entry) - {f.name for f in dataclasses.fields(cls)})
+        bad_train = sorted(set(overrides) - train_fields)
+        if bad or bad_train:
+            raise ValueError(f"{path}: [{name}] unknown settings {bad + [f'train.{k}' for k in bad_train]}")
+        models[name], train[name] = cls(**entry), dict(overrides)
+    return models, train
+
+
+# Per-entry model configs and training defaults (on top of TrainConfig's): genrec/configs/baselines.toml
+MODEL_DEFAULTS, TRAIN_DEFAULTS = load_presets()
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip", "max_len", "max_steps",
                "group_batches", "eval_every", "patience", "eval_batch_size", "eval_negatives", "eval_negatives_seed",
                "seed", "cpu", "budget_clock", "distill_from", "distill_temperature", "distill_alpha")

@@ -291,3 +291,22 @@ def test_distillation_from_a_baseline_run(syn, tmp_path):
         MODELS["sasrec"](syn, 0.0, _args(**common, distill_from=str(tmp_path / "nope")))
     with pytest.raises(ValueError, match="alpha"):
         MODELS["sasrec"](syn, 0.0, _args(**common, distill_from=str(teacher), distill_alpha=2.0))
+
+
+def test_presets_come_from_the_checked_in_toml_and_bad_ones_name_the_entry(tmp_path):
+    from genrec.baselines.sasrec import SASRecConfig
+    from genrec.baselines.settings import PRESETS_FILE, TRAIN_DEFAULTS, load_presets
+
+    models, train = load_presets()
+    assert PRESETS_FILE.name == "baselines.toml" and set(models) == set(train) == set(TRAIN_DEFAULTS)
+    assert models["sasrec-bce"] == SASRecConfig(loss="bce", dropout=0.3)
+    assert train["sasrec-bce"] == {"batch_size": 128, "lr": 1e-3, "eval_every": 5, "patience": 8}
+    for body, message in (('[x]\nmodel = "lstm"\n', "model = 'lstm'"),
+                          ('[x]\nmodel = "sasrec"\nhiden = 3\n', "unknown settings \\['hiden'\\]"),
+                          ('[x]\nmodel = "gpt"\ntrain = { learning_rate = 1 }\n', "train.learning_rate"),
+                          ('[x\n', "cannot read presets")):
+        bad = tmp_path / "bad.toml"
+        bad.write_text(body)
+        with pytest.raises(ValueError, match=message) as e:
+            load_presets(bad)
+        assert "bad.toml" in str(e.value)
