@@ -41,6 +41,7 @@ from genrec.tasks import get_task, parse_tasks, resolve_tasks
 from genrec.tokenizer import RESERVED_TASK, VocabConfig, build_tokenizer, load_tokenizer, tokenizer_code_spec
 from genrec.utils.io import append_jsonl, atomic_dir, atomic_output, atomic_write_json, atomic_write_text
 from genrec.utils.io import read_jsonl
+from genrec.utils.clock import RunClock, any_process
 from genrec.utils.rng import seed_everything
 from genrec.utils.train_state import has_training_state, load_training_state, rng_state, save_training_state, set_rng_state
 from genrec.run_checks import code_fingerprints
@@ -903,9 +904,7 @@ class Trainer:
                 handlers[sig] = signal.signal(sig, on_signal)
         bar = tqdm(total=self.total_steps, initial=st.step, disable=not (self.main and cfg.progress),
                    desc=f"{cfg.mode} {cfg.run}", dynamic_ncols=True)
-        start = time.perf_counter()
-        base_seconds, base_cpu = st.train_seconds, st.train_cpu_seconds
-        start_cpu = time.process_time()
+        clock = RunClock(st.train_seconds, st.train_cpu_seconds)
         steps_here = 0
         interval_loss = torch.zeros((), device=self.acc.device)
         interval_tokens, interval_samples, interval_t = 0, 0, time.perf_counter()
@@ -929,8 +928,7 @@ class Trainer:
                     interval_loss += loss_sum
                     interval_tokens += self.trainset.target_tokens(idx, plan.choice)
                     interval_samples += len(idx)
-                    st.train_seconds = base_seconds + time.perf_counter() - start
-                    st.train_cpu_seconds = base_cpu + time.process_time() - start_cpu
+                    st.train_seconds, st.train_cpu_seconds = clock.wall(), clock.cpu()
                     if cfg.anneal_minutes > 0:
                         self._update_anneal_progress()
                     epoch_float = st.epoch + st.batch_in_epoch / len(plan.batches)
@@ -956,9 +954,8 @@ class Trainer:
                         reason = "max_steps" if cfg.max_steps else "epochs"
                     elif cfg.stop_after_steps and steps_here >= cfg.stop_after_steps:
                         reason = "stop_after_steps"
-                    elif self._agree(stop_signal["flag"] or (cfg.time_budget_minutes > 0 and (
-                            st.train_cpu_seconds if cfg.budget_clock == "cpu" else st.train_seconds)
-                            >= cfg.time_budget_minutes * 60)):
+                    elif any_process(self.acc, stop_signal["flag"] or (
+                            cfg.time_budget_minutes > 0 and clock.spent(cfg.budget_clock) >= cfg.time_budget_minutes * 60)):
                         reason = "signal" if stop_signal["flag"] else "time_budget"
                     if st.batch_in_epoch == len(plan.batches):
                         st.epoch += 1
@@ -1018,12 +1015,6 @@ class Trainer:
         if self.world > 1:  # clocks differ between processes; one shared rate keeps the replicas equal
             p = float(self.acc.reduce(torch.tensor([p], device=self.acc.device), reduction="mean").item())
         self.anneal_progress = p
-
-    def _agree(self, flag: bool) -> bool:
-        if self.world == 1:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=self.acc.device)
-        return bool(self.acc.reduce(t, reduction="sum").item() > 0)
 
     def _summary(self, last_loss: float | None) -> dict[str, Any]:
         st = self.state

@@ -13,7 +13,7 @@ from typing import Any
 from genrec.baselines.sampled_eval import protocol_name
 from genrec.baselines.trainer import TrainConfig
 
-PRESETS_FILE = Path(__file__).resolve().parents[1] / "configs" / "baselines.toml"
+PRESETS_FILE = Path(__file__).resolve().parents[1] / "configs" / "baselines" / "presets.toml"
 
 
 def load_presets(path: str | Path = PRESETS_FILE) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -49,7 +49,7 @@ def load_presets(path: str | Path = PRESETS_FILE) -> tuple[dict[str, Any], dict[
     return models, train
 
 
-# Per-entry model configs and training defaults (on top of TrainConfig's): genrec/configs/baselines.toml
+# Per-entry model configs and training defaults (on top of TrainConfig's): genrec/configs/baselines/presets.toml
 MODEL_DEFAULTS, TRAIN_DEFAULTS = load_presets()
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip", "max_len", "max_steps",
                "group_batches", "eval_every", "patience", "eval_batch_size", "eval_negatives", "eval_negatives_seed",

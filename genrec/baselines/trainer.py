@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -37,6 +36,7 @@ from genrec.data import Sample
 from genrec.metrics import TABLE_KS, metrics_from_ranks, ranks_from_scores
 from genrec.utils.io import atomic_dir, atomic_write_json
 from genrec.utils.malloc import reuse_freed_memory
+from genrec.utils.clock import RunClock, any_process
 from genrec.utils.train_state import has_training_state, load_training_state, rng_state, save_training_state, set_rng_state
 
 logger = logging.getLogger(__name__)
@@ -287,8 +287,7 @@ class Trainer:
         if n == 0:
             raise ValueError("no training pairs: every user's training part has fewer than 2 items")
         batches_per_epoch = len(self._epoch_batches(0))
-        start = time.perf_counter() - st.elapsed
-        start_cpu = time.process_time() - st.cpu_elapsed
+        clock = RunClock(st.elapsed, st.cpu_elapsed)
         stop_reason = "early_stopping" if st.early_stopped else "epochs"
         self.model.train()
         while st.epoch < cfg.epochs and not st.early_stopped:
@@ -300,16 +299,12 @@ class Trainer:
                 if global_batches[b].numel() >= world:  # every rank needs at least one row
                     self._train_step(rows)
                 st.batch = b + 1
-                st.elapsed = time.perf_counter() - start
-                st.cpu_elapsed = time.process_time() - start_cpu
+                st.elapsed, st.cpu_elapsed = clock.wall(), clock.cpu()
                 if cfg.max_steps and st.step >= cfg.max_steps:
                     stop_reason = "max_steps"
-                elif cfg.budget_minutes > 0:
-                    spent = st.cpu_elapsed if cfg.budget_clock == "cpu" else st.elapsed
-                    if acc.is_main_process and spent >= cfg.budget_minutes * 60:
-                        acc.set_trigger()
-                    if acc.check_trigger():
-                        stop_reason = "budget"
+                elif cfg.budget_minutes > 0 and any_process(
+                        acc, acc.is_main_process and clock.spent(cfg.budget_clock) >= cfg.budget_minutes * 60):
+                    stop_reason = "budget"  # the main process's clock decides, for every process
                 if stop_reason != "epochs":
                     break
             bar.close()
@@ -319,13 +314,13 @@ class Trainer:
             if stop_reason != "epochs" or st.epoch % cfg.eval_every == 0:
                 if self._evaluate_and_select(epoch_pos) and stop_reason == "epochs":
                     stop_reason, st.early_stopped = "early_stopping", True
-            st.elapsed = time.perf_counter() - start
+            st.elapsed = clock.wall()
             self.save_checkpoint()
             if stop_reason != "epochs":
                 break
         if st.last_eval_step != st.step or self.best_weights is None:
             self._evaluate_and_select(st.epoch + st.batch / batches_per_epoch)
-            st.elapsed = time.perf_counter() - start
+            st.elapsed = clock.wall()
         train_seconds = st.elapsed
         self.unwrapped.load_state_dict(self.best_weights)
         self.model.eval()

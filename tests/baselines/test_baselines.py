@@ -298,7 +298,7 @@ def test_presets_come_from_the_checked_in_toml_and_bad_ones_name_the_entry(tmp_p
     from genrec.baselines.settings import PRESETS_FILE, TRAIN_DEFAULTS, load_presets
 
     models, train = load_presets()
-    assert PRESETS_FILE.name == "baselines.toml" and set(models) == set(train) == set(TRAIN_DEFAULTS)
+    assert PRESETS_FILE.name == "presets.toml" and set(models) == set(train) == set(TRAIN_DEFAULTS)
     assert models["sasrec-bce"] == SASRecConfig(loss="bce", dropout=0.3)
     assert train["sasrec-bce"] == {"batch_size": 128, "lr": 1e-3, "eval_every": 5, "patience": 8}
     for body, message in (('[x]\nmodel = "lstm"\n', "model = 'lstm'"),
