@@ -167,6 +167,35 @@ def prepare(args: argparse.Namespace, work: Path) -> dict:
                                            len(tok)) / 1e9}
 
 
+def prepare_run(args: argparse.Namespace, work: Path) -> dict:
+    """The trained model of ``--ckpt`` (its best checkpoint) on its own dataset, codes and test users."""
+    import numpy as np
+
+    from genrec.data import load_dataset
+    from genrec.evaluation import build_sources, load_run
+    from genrec.tasks import dataset_codes, get_task
+    from genrec.tokenizer import code_token_ids
+
+    run = load_run(args.ckpt)
+    cfg = run.config
+    ds = load_dataset(args.data_root or cfg["data_root"], cfg["datasets"][0], text_codes=cfg.get("text_codes"),
+                      image_codes=cfg.get("image_codes"))
+    codes = dataset_codes(ds, dedup=cfg.get("dedup_codes", True))
+    run.model.save_pretrained(str(work / "model"))
+    run.tokenizer.save_pretrained(str(work / "tokenizer"))
+    test = ds.split(cfg.get("max_history", 20)).test
+    pick = sorted(random.Random(args.seed).sample(range(len(test)), min(args.users, len(test))))
+    sources = build_sources(run.tokenizer, get_task("seqrec"), codes, [test[i] for i in pick])
+    code_ids = code_token_ids(run.tokenizer, codes["text"]).tolist()
+    (work / "sources.json").write_text(json.dumps({"sources": sources, "code_ids": code_ids}))
+    lengths = np.array([len(s) for s in sources])
+    return {"run": str(args.ckpt), "dataset": ds.name, "preset": cfg.get("preset"), "items": ds.num_items,
+            "distinct_codes": len(set(codes["text"])), "code_tokens": len(codes["text"][0]), "vocab": len(run.tokenizer),
+            "users": len(sources), "source_tokens_mean": round(float(lengths.mean()), 1),
+            "source_tokens_max": int(lengths.max()), "params": sum(p.numel() for p in run.model.parameters()),
+            "item_inputs": cfg.get("item_inputs", "tokens"), "objective": cfg.get("objective", "full")}
+
+
 def run_worker(method: str, batch_size: int, threads: int, args: argparse.Namespace, work: Path) -> dict:
     out = work / f"result-{method}-{batch_size}-{threads}.json"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -196,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-root", default=None)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "decode_speed.json"))
+    p.add_argument("--ckpt", default=None, help="decode this trained generator run (its best checkpoint, own dataset "
+                   "and codes) instead of a random paper-preset model; no compute floor is computed then")
     p.add_argument("--worker", choices=["fast", "generate"], help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
@@ -209,10 +240,17 @@ def main(argv: list[str] | None = None) -> int:
     rows, floors = [], []
     with tempfile.TemporaryDirectory(prefix="bench_decode.") as tmp:
         work = Path(tmp)
-        setup = prepare(args, work)
-        print(f"Instruments seqrec: {setup['users']} test users (mean {setup['source_tokens_mean']} source tokens), "
-              f"{setup['items']} items / {setup['code_tokens']}-token codes, paper preset (random init, "
-              f"{setup['params'] / 1e6:.2f}M params), beams {args.beams}, threads {thread_counts}", flush=True)
+        setup = prepare_run(args, work) if args.ckpt else prepare(args, work)
+        if args.ckpt and (setup["item_inputs"] != "tokens" or setup["objective"] != "full") and gen_sizes:
+            # generate() encodes code tokens and scores the full softmax: not what this run was trained for
+            print(f"{args.ckpt}: {setup['objective']} objective / {setup['item_inputs']} inputs: generate + trie "
+                  "callback decodes another model; timing our search only", flush=True)
+            gen_sizes = []
+        what = (f"{args.ckpt} ({setup['dataset']}, {setup['preset']} preset, trained" if args.ckpt else
+                "Instruments, paper preset (random init")
+        print(f"{what}, {setup['params'] / 1e6:.2f}M params) seqrec: {setup['users']} test users (mean "
+              f"{setup['source_tokens_mean']} source tokens), {setup['items']} items / {setup['code_tokens']}-token "
+              f"codes, beams {args.beams}, threads {thread_counts}", flush=True)
         from transformers import T5Config
 
         cfg = T5Config.from_pretrained(str(work / "model"))
@@ -232,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                 row["speedup_of_fast_wall"] = block[0]["users_per_s_wall"] / row["users_per_s_wall"]
                 row["speedup_of_fast_cpu"] = block[0]["users_per_s_cpu"] / row["users_per_s_cpu"]
             rows += block
+            if args.ckpt:  # the FLOP count below assumes the paper preset's token inputs
+                continue
             rate = matmul_rate(threads, args.batch_size * args.beams, cfg, setup["vocab"])
             floor_ms = setup["gflop_per_user"] / rate * 1000
             # one thread: CPU time (steady on a shared machine); several: wall time
@@ -270,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "constrained beam search decode throughput (CPU)",
         "setup": {**setup, "beams": args.beams, "returned": args.beams, "threads": thread_counts,
-                  "model_init": "random (seed 0)", "task": "seqrec", "max_history": 20,
+                  "model_init": "trained run" if args.ckpt else "random (seed 0)", "task": "seqrec", "max_history": 20,
                   "timing": "after one warm-up batch; wall and process CPU time; each method in its own subprocess"},
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__, "transformers": transformers.__version__,

@@ -65,6 +65,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "genrec+constrained+pooled+anneal+seminit": {"objective": "constrained", "item_inputs": "pooled",
                                                  "prefix_training": False, "scheduler": "cosine", "anneal": "budget",
                                                  "seminit": True},
+    # a smaller student (tiny preset) alone, and distilled from a teacher run (needs --teacher DATASET=RUN,
+    # same code vocabulary): how much quality the small model keeps, and what the teacher adds
+    "genrec+constrained+pooled+anneal+tiny": {"objective": "constrained", "item_inputs": "pooled",
+                                              "prefix_training": False, "scheduler": "cosine", "anneal": "budget",
+                                              "preset": "tiny"},
+    "genrec+constrained+pooled+anneal+tiny+distill": {"objective": "constrained", "item_inputs": "pooled",
+                                                      "prefix_training": False, "scheduler": "cosine",
+                                                      "anneal": "budget", "preset": "tiny", "distill": True},
     # finetune from a cross-domain pretraining run (needs --pretrained DATASET=RUN; same codes as that run)
     "genrec+constrained+pooled+pretrain": {"objective": "constrained", "item_inputs": "pooled", "prefix_training": False,
                                            "pretrain": True},
@@ -111,6 +119,10 @@ def variant_config(dataset, model: str, args: argparse.Namespace, codes: dict[st
         if dataset.name not in args.codebook_runs:
             raise SystemExit(f"convergence: error: {model} needs --codebooks {dataset.name}=<quantizer run>")
         lever["text_codebooks"] = args.codebook_runs[dataset.name]
+    if lever.pop("distill", False):
+        if dataset.name not in args.teacher_runs:
+            raise SystemExit(f"convergence: error: {model} needs --teacher {dataset.name}=<generator run>")
+        lever["distill_from"] = args.teacher_runs[dataset.name]
     if lever.pop("pretrain", False):
         if dataset.name not in args.pretrained_runs:
             raise SystemExit(f"convergence: error: {model} needs --pretrained {dataset.name}=<pretraining run>")
@@ -244,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quantizer run that produced a dataset's text codes (for the seminit rung)")
     p.add_argument("--pretrained", nargs="*", default=[], metavar="DATASET=RUN",
                    help="pretraining run (other datasets, same code vocabulary) to finetune from (for the pretrain rung)")
+    p.add_argument("--teacher", nargs="*", default=[], metavar="DATASET=RUN",
+                   help="generator run to distil from (same code vocabulary; for the +distill rung)")
     p.add_argument("--runs", default="log/convergence", help="run folders: <runs>/<dataset>/<model>")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--epochs", type=int, default=0, help="epoch cap of every run (0 = the models' defaults)")
@@ -284,6 +298,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
         codes = _dataset_paths("--text-codes", args.text_codes)
         args.codebook_runs = _dataset_paths("--codebooks", args.codebooks)
         args.pretrained_runs = _dataset_paths("--pretrained", args.pretrained)
+        args.teacher_runs = _dataset_paths("--teacher", args.teacher)
     except ValueError as e:
         print(f"convergence: error: {e}", file=sys.stderr)
         return 2

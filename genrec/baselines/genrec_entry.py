@@ -78,6 +78,9 @@ class GenRecEntryConfig:
     scheduler: str = "constant"     # or cosine / linear: decay after warmup, over `epochs`
     epochs: int = 0                 # 0: the caller's epoch cap (a decaying schedule needs a real horizon)
     anneal: str = "steps"           # or budget: the decay runs over the time budget, not over `epochs`
+    distill_from: str = ""          # a teacher run (same code vocabulary): soft targets mixed into the loss
+    distill_temperature: float = 2.0
+    distill_alpha: float = 0.5
 
 
 def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minutes: float, *, out_dir: Path,
@@ -113,7 +116,9 @@ def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minu
                   image_codes=cfg.image_codes or None, output_dir=str(out_dir), run=run, seed=cfg.seed,
                   time_budget_minutes=budget_minutes if budget_minutes > 0 else 0.0, budget_clock=budget_clock,
                   eval_users=cfg.eval_users, eval_beams=cfg.beams, num_threads=threads, progress=False,
-                  recipe=cfg.recipe, text_codebooks=cfg.text_codebooks or None, init=cfg.init or None)
+                  recipe=cfg.recipe, text_codebooks=cfg.text_codebooks or None, init=cfg.init or None,
+                  distill_from=cfg.distill_from or None, distill_temperature=cfg.distill_temperature,
+                  distill_alpha=cfg.distill_alpha)
     if cfg.recipe != "cpu":  # another recipe brings its own hyper-parameters
         recipe = load_recipe(cfg.recipe, "finetune")
         if recipe.get("prefix_training"):

@@ -73,7 +73,8 @@ def _rung_args(tmp_path, **kw):
     import argparse
 
     return argparse.Namespace(set=["genrec.preset=tiny", "genrec.eval_users=20", "genrec.beams=5"],
-                              codebook_runs=kw.get("codebooks", {}), pretrained_runs=kw.get("pretrained", {}))
+                              codebook_runs=kw.get("codebooks", {}), pretrained_runs=kw.get("pretrained", {}),
+                              teacher_runs=kw.get("teacher", {}))
 
 
 @pytest.mark.parametrize("model", ["genrec-published", "genrec+constrained", "genrec+constrained+pooled",
@@ -110,6 +111,29 @@ def test_every_rung_trains_one_epoch_on_the_fixture(synthetic_root, tmp_path, mo
     assert saved["objective"] == cfg.objective and saved["item_inputs"] == cfg.item_inputs
     assert saved["init"] == (pretrained.get("Synthetic"))
     assert saved["scheduler"] == conv.VARIANTS[model].get("scheduler", "constant")
+
+
+def test_the_distilled_student_rung_trains_from_a_teacher_run(synthetic_root, tmp_path):
+    import dataclasses
+
+    from genrec.baselines.genrec_entry import genrec_train_config
+    from genrec.training import train
+
+    conv = load_benchmark("convergence")
+    root, dataset = _rung_data(synthetic_root, tmp_path)
+    teacher = conv.variant_config(dataset, "genrec+constrained+pooled", _rung_args(tmp_path), {})
+    train(dataclasses.replace(genrec_train_config(dataset, teacher, 0, out_dir=tmp_path / "t", run="t", epochs=1,
+                                                  threads=1), cache_dir="none"))
+    with pytest.raises(SystemExit, match="needs --teacher Synthetic="):
+        conv.variant_config(dataset, "genrec+constrained+pooled+anneal+tiny+distill", _rung_args(tmp_path), {})
+    for model, teacher_run in (("genrec+constrained+pooled+anneal+tiny", None),
+                               ("genrec+constrained+pooled+anneal+tiny+distill", str(tmp_path / "t" / "t"))):
+        cfg = conv.variant_config(dataset, model, _rung_args(tmp_path, teacher={"Synthetic": str(tmp_path / "t" / "t")}), {})
+        tcfg = genrec_train_config(dataset, cfg, 0, out_dir=tmp_path / "runs", run=model, epochs=1, threads=1,
+                                   anneal_minutes=1.0)
+        assert train(dataclasses.replace(tcfg, cache_dir="none"))["stop_reason"] == "epochs"
+        saved = json.loads((tmp_path / "runs" / model / "config.json").read_text())
+        assert saved["preset"] == "tiny" and saved["distill_from"] == teacher_run and saved["anneal_minutes"] == 1.0
 
 
 def test_a_rung_without_its_run_is_refused(synthetic_root, tmp_path):
