@@ -21,12 +21,6 @@ TINY = ["--hidden-dims", "32,16", "--code-dim", "8", "--levels", "2", "--codeboo
         "--batch-size", "16", "--eval-every", "1", "--kmeans-iters", "5", "--threads", "1", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

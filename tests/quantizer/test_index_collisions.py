@@ -13,13 +13,6 @@ from index.config import QuantizerConfig
 from index.quantizers import build_quantizer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: thread hand-offs cost more than they save, badly so on a shared machine
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def fitted_kmeans(x: torch.Tensor, levels: int, size: int, seed: int = 0):

@@ -23,11 +23,6 @@ TINY = ["--hidden-dims", "32,16", "--code-dim", "8", "--levels", "3", "--codeboo
         "--schedule", "paper"]  # the tests below were written against the paper defaults (no AE warm-up)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    yield
-    torch.set_num_threads(old)  # train(--threads 1) changes the process-wide setting
 
 
 def run_train(root: Path, run_dir: Path, *extra: str, dataset: str = "Synthetic", modality: str = "text",

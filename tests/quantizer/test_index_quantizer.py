@@ -12,13 +12,6 @@ from index.kmeans import kmeans
 from index.quantizers import build_quantizer
 from index.sinkhorn import sinkhorn_assign, sinkhorn_plan
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: thread hand-offs cost more than they save, badly so on a shared machine
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 TINY = dict(levels=3, codebook_size=8, code_dim=4, hidden_dims=(16, 8), kmeans_iters=10)
