@@ -39,6 +39,13 @@ def test_curve_points_come_from_one_resumed_run_and_a_rerun_skips_them(synthetic
     assert cfg["budget_clock"] == "cpu" and cfg["objective"] == "constrained"
     assert out.with_suffix(".md").read_text().count("| genrec+constrained+pooled |") == 1
     assert out.with_suffix(".png").is_file()
+    # a stopped run's best checkpoint scores the same as the point it gave
+    evalc = load_benchmark("eval_checkpoint")
+    assert evalc.main(["--dataset", "Synthetic", "--model", "genrec+constrained+pooled", "--runs", str(tmp_path / "runs"),
+                       "--data-root", str(root), "--out", str(tmp_path / "interim.json"), "--set", "genrec.preset=tiny",
+                       "--set", "genrec.eval_users=50", "--set", "genrec.beams=5"]) == 0
+    interim = json.loads((tmp_path / "interim.json").read_text())
+    assert interim["test_NDCG@10"] == g2["test_NDCG@10"] and interim["trained_cpu_seconds"] > 0
     # a rerun finds every point done and trains nothing
     monkeypatch.setattr(conv, "_genrec_point", lambda *a, **k: pytest.fail("retrained a finished point"))
     monkeypatch.setattr(conv, "_sasrec_point", lambda *a, **k: pytest.fail("retrained a finished point"))
