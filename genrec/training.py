@@ -1050,6 +1050,11 @@ def _list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+# The same setting spelt the way the baselines' and the quantizer's CLIs spell it is accepted too.
+FLAG_ALIASES = {"datasets": ("--dataset",), "time_budget_minutes": ("--budget-minutes",),
+                "num_threads": ("--threads",), "max_grad_norm": ("--grad-clip",)}
+
+
 def build_parser(mode: str) -> argparse.ArgumentParser:
     """Flags for every TrainConfig field; only flags actually given end up in the namespace."""
     defaults = default_config(mode)
@@ -1063,9 +1068,7 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         help_text = f.metadata.get("help", "") + f" (default: {','.join(default) if isinstance(default, list) else default})"
-        names = [flag]
-        if f.name == "datasets":
-            names.append("--dataset")
+        names = [flag, *FLAG_ALIASES.get(f.name, ())]
         if isinstance(default, bool):
             p.add_argument(*names, action=argparse.BooleanOptionalAction, help=help_text)
         elif isinstance(default, list):

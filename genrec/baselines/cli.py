@@ -49,7 +49,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float)
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--warmup-steps", type=int)
-    g.add_argument("--grad-clip", type=float)
+    g.add_argument("--grad-clip", "--max-grad-norm", dest="grad_clip", type=float)
     g.add_argument("--max-len", type=int, help="history/training window (default 50)")
     g.add_argument("--max-steps", type=int)
     g.add_argument("--group-batches", type=int, help="length-grouped batching pool, in batches (1 = off)")
@@ -68,7 +68,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--distill-temperature", type=float, help="softening temperature (default 2)")
     g.add_argument("--distill-alpha", type=float, help="weight of the distillation term (default 0.5)")
     g.add_argument("--cpu", action="store_true", default=None, help="force CPU even with a GPU present")
-    g.add_argument("--threads", type=int, help="torch CPU threads; 1 is much faster when other jobs share the cores")
+    g.add_argument("--threads", "--num-threads", dest="threads", type=int, help="torch CPU threads; 1 is much faster when other jobs share the cores")
     g.add_argument("--residual", choices=("plain", "mhc"),
                    help="residual of the SASRec/TiSASRec blocks: plain, or mHC residual streams")
     g.add_argument("--streams", type=int, help="mHC: number of residual streams (default 4)")
@@ -77,9 +77,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="override a model or training config field, e.g. dropout=0.5 or sasrec-bce.lr=0.002")
 
 
-def main(argv: list[str] | None = None) -> int:
-    from genrec.baselines.registry import MODEL_DEFAULTS, MODELS, check_overrides
-
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m genrec.baselines", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,10 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--model", required=True)
     t.add_argument("--dataset", required=True)
     t.add_argument("--data-root", default="data", help="falls back to ../shared/data when <root>/<ds> is missing")
-    t.add_argument("--budget-minutes", type=float, default=0.0, help="training budget (0 = none)")
+    t.add_argument("--budget-minutes", "--time-budget-minutes", dest="budget_minutes", type=float, default=0.0,
+                   help="training budget (0 = none)")
     t.add_argument("--output-dir", default="", help="checkpoints and result.json; rerunning resumes")
     add_train_flags(t)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from genrec.baselines.registry import MODEL_DEFAULTS, MODELS, check_overrides
+
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     if args.command == "list":

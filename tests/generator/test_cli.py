@@ -37,3 +37,16 @@ def test_a_stage_runs_with_its_arguments_and_index_never_imports_the_generator()
     bad = subprocess.run([sys.executable, "-m", "genrec.cli", "baselines", "train", "--model", "nope"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
+
+
+def test_the_same_setting_has_the_same_flag_in_the_generator_and_the_baselines():
+    from genrec.baselines.cli import build_parser as baselines_parser
+    from genrec.training import build_parser
+
+    both = ["--budget-minutes", "3", "--threads", "1", "--grad-clip", "0.5"]
+    other = ["--time-budget-minutes", "3", "--num-threads", "1", "--max-grad-norm", "0.5"]
+    for argv in (both, other):
+        ns = build_parser("finetune").parse_args(argv)
+        assert (ns.time_budget_minutes, ns.num_threads, ns.max_grad_norm) == (3.0, 1, 0.5)
+        bs = baselines_parser().parse_args(["train", "--model", "sasrec", "--dataset", "X", *argv])
+        assert (bs.budget_minutes, bs.threads, bs.grad_clip) == (3.0, 1, 0.5)
