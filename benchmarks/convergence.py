@@ -61,6 +61,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the 30-minute point ends at the lowest rate; the 8-minute point of the same run is still near the peak
     "genrec+constrained+pooled+anneal": {"objective": "constrained", "item_inputs": "pooled", "prefix_training": False,
                                          "scheduler": "cosine", "anneal": "budget"},
+    # twice the peak learning rate under the same budget-long decay: the small model's valid loss was
+    # still falling at the end of every 30-minute run, so the step size may be what limits it
+    "genrec+constrained+pooled+anneal+lr4e-3": {"objective": "constrained", "item_inputs": "pooled",
+                                                "prefix_training": False, "scheduler": "cosine", "anneal": "budget",
+                                                "lr": 4e-3},
     # the budget-clock decay with code tokens started from the quantizer's codewords (needs --codebooks)
     "genrec+constrained+pooled+anneal+seminit": {"objective": "constrained", "item_inputs": "pooled",
                                                  "prefix_training": False, "scheduler": "cosine", "anneal": "budget",
@@ -141,7 +146,7 @@ def _genrec_point(dataset, model: str, budget: float, args: argparse.Namespace, 
 
     cfg = variant_config(dataset, model, args, codes)
     run_dir = Path(args.runs) / dataset.name / model
-    last = run_dir / "checkpoints" / "last" / "train_config.json"
+    last = run_dir / "last" / "train_config.json"
     if last.is_file():  # continue the same run up to the new budget
         saved = TrainConfig.from_json(json.loads(last.read_text(encoding="utf-8")))
         tcfg = dataclasses.replace(saved, time_budget_minutes=budget)
