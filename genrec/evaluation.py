@@ -252,8 +252,8 @@ class LoadedRun:
 
 
 def resolve_model_dir(run_dir: Path, checkpoint: str = "best") -> Path:
-    """``best`` (default), ``last`` (``checkpoints/last``) or a sub-folder of the run."""
-    candidates = {"best": run_dir / "best", "last": run_dir / "checkpoints" / "last"}
+    """``best`` (default), ``last`` (the newest ``checkpoint-<step>``) or a sub-folder of the run."""
+    candidates = {"best": run_dir / "best", "last": run_dir / "last"}
     path = candidates.get(checkpoint, run_dir / checkpoint)
     if not (path / "config.json").is_file():
         hint = "" if checkpoint != "best" else " (training writes it at the first evaluation; try --checkpoint last)"

@@ -9,8 +9,10 @@ means, the gradient-accumulation bug the published code hit after transformers 4
 process with accumulation matches several processes.
 
 Run folder ``<output_dir>/<run>/``: ``config.json``, ``tokenizer/``, ``best/`` (model +
-``trainer_state.json``), ``checkpoints/last/`` (model, optimizer, scheduler, step, RNG states,
-config; written atomically; ``--resume`` continues from it), ``metrics.jsonl``, ``curve.png``.
+``trainer_state.json``), ``checkpoint-<step>/`` with a ``last`` link (model, optimizer, scheduler,
+step, RNG states, config; written atomically; ``--resume`` continues from it), ``metrics.jsonl``,
+``curve.png``. The loop, stop policy, checkpoints and resume are the one engine's
+(``genrec.utils.engine``); this module supplies the batches, the step and the evaluation.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import json
 import logging
 import math
 import os
-import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -39,11 +40,10 @@ from genrec.data_pipeline import (
 from genrec.metrics import TABLE_KS
 from genrec.tasks import get_task, parse_tasks, resolve_tasks
 from genrec.tokenizer import RESERVED_TASK, VocabConfig, build_tokenizer, load_tokenizer, tokenizer_code_spec
-from genrec.utils.io import append_jsonl, atomic_dir, atomic_output, atomic_write_json, atomic_write_text
-from genrec.utils.io import read_jsonl
-from genrec.utils.clock import RunClock, any_process
+from genrec.utils import checkpoints
+from genrec.utils.engine import Client, Engine, LoopConfig, LoopState, StepOutput
+from genrec.utils.io import atomic_dir, atomic_write_json
 from genrec.utils.rng import seed_everything
-from genrec.utils.train_state import has_training_state, load_training_state, rng_state, save_training_state, set_rng_state
 from genrec.run_checks import code_fingerprints
 from genrec.utils.runlock import claim_run_dir, released_on_exit
 
@@ -258,13 +258,13 @@ def resolve_init(path: str | Path, flag: str = "--init") -> tuple[Path, Path, di
     run_config = None
     if (p / "best" / "config.json").is_file():
         model_dir = p / "best"
-    elif (p / "checkpoints" / "last" / "config.json").is_file():
-        model_dir = p / "checkpoints" / "last"
+    elif (p / checkpoints.LAST / "config.json").is_file():
+        model_dir = p / checkpoints.LAST
         logger.warning("%s %s has no best/ model; using its last checkpoint", flag, p)
     elif any((p / n).is_file() for n in ("model.safetensors", "pytorch_model.bin")):
         model_dir = p
     else:
-        raise FileNotFoundError(f"{flag} {p}: no model found (expected best/, checkpoints/last/ or model.safetensors)")
+        raise FileNotFoundError(f"{flag} {p}: no model found (expected best/, last/ or model.safetensors)")
     for cand in (p / "tokenizer", model_dir / "tokenizer", model_dir, p.parent / "tokenizer"):
         if (cand / "tokenizer.json").is_file():
             tok_dir = cand
@@ -353,22 +353,6 @@ def load_training_data(cfg: TrainConfig, tokenizer, *, first: Callable[[], Any] 
 
 
 # -- the loop ----------------------------------------------------------------------------------
-@dataclass
-class TrainState:
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    step: int = 0
-    samples: int = 0
-    best_metric: float | None = None
-    best_step: int | None = None
-    bad_evals: int = 0
-    last_eval_step: int = -1
-    finished: bool = False
-    stop_reason: str | None = None
-    train_seconds: float = 0.0
-    train_cpu_seconds: float = 0.0
-
-
 def _subset(enc: Encoded, idx: np.ndarray) -> Encoded:
     lens = enc.source_lengths()[idx]
     offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
@@ -399,7 +383,7 @@ def _load_evaluator() -> Callable | None:
     return evaluate_samples
 
 
-class Trainer:
+class Trainer(Client):
     """Builds everything a run needs from a TrainConfig, then ``fit()`` runs the loop."""
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, overwrite: bool = False):
@@ -427,12 +411,12 @@ class Trainer:
             broadcast_object_list(name)
             cfg.run = name[0]
         self.run_dir = Path(cfg.output_dir) / cfg.run
-        self.ckpt_dir = self.run_dir / "checkpoints" / "last"
         # held until this process ends or train() returns; a second run into the folder fails here
         self.run_lock = claim_run_dir(self.run_dir, main=self.main, resume=resume, overwrite=overwrite,
-                                      broadcast=broadcast_object_list)
-        if resume and not (self.ckpt_dir / "trainer_state.json").is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint in {self.ckpt_dir}")
+                                      outputs=("best", checkpoints.LAST, "checkpoints"), broadcast=broadcast_object_list)
+        self.ckpt_dir = checkpoints.last_dir(self.run_dir) if resume else None
+        if resume and self.ckpt_dir is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir} (no {checkpoints.LAST} link)")
         self.resume = resume
 
         # tokenizer (and the pretrained model's, which must be identical); a resumed run keeps the
@@ -497,21 +481,30 @@ class Trainer:
             self.scheduler = get_scheduler(SCHEDULERS[cfg.scheduler], self.optimizer,
                                            num_warmup_steps=self.warmup_steps, num_training_steps=self.total_steps)
         self.model, self.optimizer = self.acc.prepare(self.model, self.optimizer)
-        self.state = TrainState()
+        self.scaler = self.acc.scaler
         self.evaluator = None
         self._prepare_validation()
+        loop = LoopConfig(
+            epochs=None if cfg.max_steps else cfg.epochs, max_steps=cfg.max_steps,
+            time_budget_minutes=cfg.time_budget_minutes, budget_clock=cfg.budget_clock,
+            stop_after_steps=cfg.stop_after_steps, eval_every_epochs=cfg.eval_every_epochs,
+            eval_every_steps=cfg.eval_every_steps, save_every_steps=cfg.save_every_steps, patience=cfg.patience,
+            select_metric="valid_loss" if self.select == "valid_loss" else "valid_NDCG@10",
+            select_mode="min" if self.select == "valid_loss" else "max", log_every_steps=cfg.log_every_steps,
+            progress=self.main and cfg.progress, desc=f"{cfg.mode} {cfg.run}", plot=True)
+        self.engine = Engine(self, loop, self.run_dir, steps_per_epoch=self.steps_per_epoch, accelerator=self.acc)
         if resume:
-            self._load_checkpoint()
+            self.engine.resume()
             if cfg.anneal_minutes > 0:
                 self._update_anneal_progress()
         elif self.main:
+            self.engine.start_fresh()
             self.run_dir.mkdir(parents=True, exist_ok=True)
             # the code files' hashes let evaluation refuse codes the model never saw
             fingerprints = code_fingerprints(cfg.data_root, cfg.datasets, cfg.text_codes, cfg.image_codes)
             atomic_write_json(self.run_dir / "config.json", {**cfg.to_json(), "code_files": fingerprints}, indent=2)
             with atomic_dir(self.run_dir / "tokenizer") as tmp:
                 self.tokenizer.save_pretrained(str(tmp))
-            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
         self.acc.wait_for_everyone()
 
     # -- setup ------------------------------------------------------------------------------
@@ -768,229 +761,39 @@ class Trainer:
             model.train()
         return out
 
-    def _selected(self, metrics: dict[str, float]) -> float | None:
-        return metrics.get("valid_loss") if self.select == "valid_loss" else metrics.get("valid_NDCG@10")
+    # -- the engine's client --------------------------------------------------------------------
+    def epoch_batches(self, epoch: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        plan = self._epoch_batches(epoch)
+        lengths = self.trainset.source_lengths(plan.choice)
+        return [(idx, plan.choice, lengths) for idx in plan.batches]
 
-    def _better(self, value: float, best: float | None) -> bool:
-        if best is None:
-            return True
-        return value < best if self.select == "valid_loss" else value > best
+    def train_step(self, batch: tuple[np.ndarray, np.ndarray, np.ndarray], state: LoopState) -> StepOutput:
+        idx, choice, lengths = batch
+        loss_sum, grad_norm = self._step(idx, choice, lengths)
+        return StepOutput(loss_sum, self.trainset.target_tokens(idx, choice), len(idx), grad_norm)
 
-    def _run_eval(self, epoch_float: float) -> None:
-        t0 = time.perf_counter()
-        metrics = self.evaluate()
-        st = self.state
-        st.last_eval_step = st.step
-        value = self._selected(metrics)
-        improved = value is not None and self._better(value, st.best_metric)
-        if value is None:
-            # nothing held out (item tasks only): best/ simply follows the latest evaluation
-            logger.warning("no validation metric %s; best/ holds the latest model", self.select)
-            self._save_best(epoch_float, metrics)
-        if improved:
-            st.best_metric, st.best_step, st.bad_evals = value, st.step, 0
-            self._save_best(epoch_float, metrics)
-        elif value is not None:
-            st.bad_evals += 1
-        if self.main:
-            record = {"type": "eval", "step": st.step, "epoch": round(epoch_float, 4), **metrics,
-                      "selected": self.select, "best": st.best_metric, "eval_seconds": round(time.perf_counter() - t0, 2)}
-            append_jsonl(self.run_dir / "metrics.jsonl", record)
-            shown = {k: round(v, 4) for k, v in metrics.items() if "/" not in k}
-            logger.info("step %d epoch %.2f: %s%s", st.step, epoch_float, shown, " (best)" if improved else "")
-            self._plot()
-        if value is not None and self.cfg.patience and st.bad_evals >= self.cfg.patience:
-            st.stop_reason = "early_stopping"
+    def on_step_end(self, state: LoopState) -> None:
+        if self.cfg.anneal_minutes > 0:
+            self._update_anneal_progress()
 
-    # -- checkpoints ----------------------------------------------------------------------------
-    def _save_best(self, epoch_float: float, metrics: dict[str, float]) -> None:
-        if self.main:
-            with atomic_dir(self.run_dir / "best") as tmp:
-                self.acc.unwrap_model(self.model).save_pretrained(str(tmp))
-                atomic_write_json(tmp / "trainer_state.json", {
-                    "epoch": epoch_float, "step": self.state.step, "metric": self.select,
-                    "value": self._selected(metrics), "metrics": metrics}, indent=2)
-        self.acc.wait_for_everyone()
+    def save_model(self, folder: Path, best: bool) -> None:
+        self.acc.unwrap_model(self.model).save_pretrained(str(folder))
+        if not best:
+            atomic_write_json(folder / "train_config.json", self.cfg.to_json(), indent=2)
+
+    def load_model(self, folder: Path) -> None:
+        pass  # built from the checkpoint's own folder in __init__ (its architecture may differ from the flags)
+
+    @property
+    def state(self) -> LoopState:
+        return self.engine.state
 
     def save_checkpoint(self) -> None:
-        from accelerate.utils import gather_object
+        self.engine.save_checkpoint()
 
-        rng = gather_object([rng_state()])
-        if self.main:
-            with atomic_dir(self.ckpt_dir) as tmp:
-                self.acc.unwrap_model(self.model).save_pretrained(str(tmp))
-                save_training_state(tmp, self.optimizer, self.scheduler, rng, scaler=self.acc.scaler)
-                atomic_write_json(tmp / "trainer_state.json", {**asdict(self.state), "world_size": self.world}, indent=2)
-                atomic_write_json(tmp / "train_config.json", self.cfg.to_json(), indent=2)
-        self.acc.wait_for_everyone()
-
-    def _load_checkpoint(self) -> None:
-        d = self.ckpt_dir
-        saved = json.loads((d / "trainer_state.json").read_text(encoding="utf-8"))
-        world = saved.pop("world_size", 1)
-        self.state = TrainState(**{k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(TrainState)}})
-        if not self.state.finished:
-            self.state.stop_reason = None  # the interruption, not a reason to stay stopped
-        if has_training_state(d):
-            rng, _ = load_training_state(d, self.optimizer, self.scheduler, scaler=self.acc.scaler)
-        else:  # a run folder of an earlier version: pickled states of our own, written by this project
-            logger.info("resume: %s holds the earlier .pt state files; the next checkpoint is written in safetensors", d)
-            self.optimizer.load_state_dict(torch.load(d / "optimizer.pt", map_location="cpu", weights_only=False))
-            self.scheduler.load_state_dict(torch.load(d / "scheduler.pt", map_location="cpu", weights_only=False))
-            if self.acc.scaler is not None and (d / "scaler.pt").is_file():
-                self.acc.scaler.load_state_dict(torch.load(d / "scaler.pt", weights_only=False))
-            rng = torch.load(d / "rng_state.pt", weights_only=False)
-        if world != self.world:
-            logger.warning("checkpoint was written by %d processes, resuming with %d: dropout randomness will differ", world, self.world)
-        set_rng_state(rng[self.rank % len(rng)])
-        if self.main:
-            # drop log lines written after the checkpoint by the interrupted run
-            path = self.run_dir / "metrics.jsonl"
-            if path.is_file():
-                keep = [r for r in read_jsonl(path, tolerate_torn_tail=True) if r.get("step", 0) <= self.state.step]
-                atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
-        logger.info("resumed %s at step %d (epoch %d, batch %d)", self.run_dir, self.state.step,
-                    self.state.epoch, self.state.batch_in_epoch)
-
-    # -- logging ---------------------------------------------------------------------------------
-    def _plot(self) -> None:
-        path = self.run_dir / "metrics.jsonl"
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            return
-        rows = [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        train = [(r["step"], r["loss"]) for r in rows if r.get("type") == "train"]
-        valid = [(r["step"], r["valid_loss"]) for r in rows if r.get("type") == "eval" and "valid_loss" in r]
-        ndcg = [(r["step"], r["valid_NDCG@10"]) for r in rows if r.get("type") == "eval" and "valid_NDCG@10" in r]
-        fig, axes = plt.subplots(1, 2 if ndcg else 1, figsize=(10 if ndcg else 6, 4), squeeze=False)
-        ax = axes[0][0]
-        if train:
-            ax.plot(*zip(*train), label="train loss")
-        if valid:
-            ax.plot(*zip(*valid), "o-", label="valid loss")
-        ax.set_xlabel("step")
-        ax.set_ylabel("token cross-entropy")
-        ax.legend()
-        ax.set_title(self.cfg.run)
-        if ndcg:
-            axes[0][1].plot(*zip(*ndcg), "o-", color="tab:green")
-            axes[0][1].set_xlabel("step")
-            axes[0][1].set_ylabel("valid NDCG@10")
-        fig.tight_layout()
-        with atomic_output(self.run_dir / "curve.png", suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-        plt.close(fig)
-
-    # -- main loop -------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        cfg, st = self.cfg, self.state
-        if st.finished:
-            logger.info("run %s already finished (%s)", self.run_dir, st.stop_reason)
-            return self._summary(None)
-        from tqdm.auto import tqdm
-
-        stop_signal = {"flag": False}
-        handlers = {}
-        if hasattr(signal, "SIGTERM") and _in_main_thread():
-            def on_signal(signum, _frame):
-                # finish the step, checkpoint, stop; a second signal acts as usual
-                stop_signal["flag"] = True
-                signal.signal(signum, handlers.get(signum, signal.SIG_DFL))
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                handlers[sig] = signal.signal(sig, on_signal)
-        bar = tqdm(total=self.total_steps, initial=st.step, disable=not (self.main and cfg.progress),
-                   desc=f"{cfg.mode} {cfg.run}", dynamic_ncols=True)
-        clock = RunClock(st.train_seconds, st.train_cpu_seconds)
-        steps_here = 0
-        interval_loss = torch.zeros((), device=self.acc.device)
-        interval_tokens, interval_samples, interval_t = 0, 0, time.perf_counter()
-        last_loss = None
-        try:
-            while st.stop_reason is None:
-                if st.step >= self.total_steps:
-                    st.stop_reason = "max_steps" if cfg.max_steps else "epochs"
-                    break
-                plan_epoch = st.epoch
-                plan = self._epoch_batches(plan_epoch)
-                lengths = self.trainset.source_lengths(plan.choice)
-                # leave when the epoch ends, so the next epoch gets its own batch order and fusion coins
-                while st.epoch == plan_epoch and st.batch_in_epoch < len(plan.batches) and st.stop_reason is None:
-                    idx = plan.batches[st.batch_in_epoch]
-                    loss_sum, grad_norm = self._step(idx, plan.choice, lengths)
-                    st.step += 1
-                    st.batch_in_epoch += 1
-                    st.samples += len(idx)
-                    steps_here += 1
-                    interval_loss += loss_sum
-                    interval_tokens += self.trainset.target_tokens(idx, plan.choice)
-                    interval_samples += len(idx)
-                    st.train_seconds, st.train_cpu_seconds = clock.wall(), clock.cpu()
-                    if cfg.anneal_minutes > 0:
-                        self._update_anneal_progress()
-                    epoch_float = st.epoch + st.batch_in_epoch / len(plan.batches)
-                    if st.step % cfg.log_every_steps == 0 or st.step == self.total_steps:
-                        total = float(self.acc.reduce(interval_loss.clone(), reduction="sum"))
-                        now = time.perf_counter()
-                        last_loss = total / max(interval_tokens, 1)
-                        if self.main:
-                            append_jsonl(self.run_dir / "metrics.jsonl", {
-                                "type": "train", "step": st.step, "epoch": round(epoch_float, 4), "loss": last_loss,
-                                "lr": self.scheduler.get_last_lr()[0],
-                                "grad_norm": None if grad_norm is None else float(grad_norm),
-                                "samples_per_s": interval_samples / max(now - interval_t, 1e-9),
-                                "train_seconds": round(st.train_seconds, 3),
-                                "train_cpu_seconds": round(st.train_cpu_seconds, 3)})
-                        bar.set_postfix(loss=f"{last_loss:.4f}")
-                        interval_loss.zero_()
-                        interval_tokens, interval_samples, interval_t = 0, 0, now
-                    bar.update(1)
-                    # stop decisions: every process must agree, or a collective would hang
-                    reason = None
-                    if st.step >= self.total_steps:
-                        reason = "max_steps" if cfg.max_steps else "epochs"
-                    elif cfg.stop_after_steps and steps_here >= cfg.stop_after_steps:
-                        reason = "stop_after_steps"
-                    elif any_process(self.acc, stop_signal["flag"] or (
-                            cfg.time_budget_minutes > 0 and clock.spent(cfg.budget_clock) >= cfg.time_budget_minutes * 60)):
-                        reason = "signal" if stop_signal["flag"] else "time_budget"
-                    if st.batch_in_epoch == len(plan.batches):
-                        st.epoch += 1
-                        st.batch_in_epoch = 0
-                        if cfg.eval_every_epochs and st.epoch % cfg.eval_every_epochs == 0:
-                            self._run_eval(float(st.epoch))
-                        if reason is None and st.stop_reason is None:
-                            self.save_checkpoint()
-                    elif cfg.eval_every_steps and st.step % cfg.eval_every_steps == 0:
-                        self._run_eval(epoch_float)
-                    if reason is not None and st.stop_reason is None:
-                        st.stop_reason = reason
-                    if st.stop_reason is None and cfg.save_every_steps and st.step % cfg.save_every_steps == 0:
-                        self.save_checkpoint()
-                    if st.stop_reason is None and st.step >= self.total_steps:
-                        st.stop_reason = "max_steps" if cfg.max_steps else "epochs"
-        finally:
-            bar.close()
-            for sig, h in handlers.items():
-                signal.signal(sig, h)
-        interrupted = st.stop_reason in ("stop_after_steps", "signal", "time_budget")
-        evaluating = cfg.eval_every_epochs or cfg.eval_every_steps
-        # a run that ends between evaluations is evaluated once more, so best/ reflects its end
-        # (not on an interruption: a resumed run must continue exactly as if none happened)
-        if st.stop_reason in ("max_steps", "epochs", "time_budget") and evaluating and st.last_eval_step != st.step:
-            epoch_float = st.epoch + st.batch_in_epoch / max(self.steps_per_epoch, 1)
-            self._run_eval(epoch_float)
-        if not evaluating:
-            self._save_best(float(st.epoch), {})
-        st.finished = not interrupted
-        self.save_checkpoint()
+        st = self.engine.fit()
         if self.main:
-            append_jsonl(self.run_dir / "metrics.jsonl", {"type": "end", "step": st.step, "stop_reason": st.stop_reason,
-                                                          "train_seconds": round(st.train_seconds, 3)})
-            self._plot()
             logger.info("stopped at step %d (%s); best %s = %s at step %s; run folder %s", st.step, st.stop_reason,
                         self.select, st.best_metric, st.best_step, self.run_dir)
             if st.stop_reason == "time_budget" and st.step < self.warmup_steps:
@@ -998,7 +801,10 @@ class Trainer:
                 logger.warning("the time budget ended during warmup (step %d of %d warmup steps): the learning rate "
                                "never reached --lr; set --epochs or --max-steps to what the budget can train, or "
                                "--warmup-epochs", st.step, self.warmup_steps)
-        return self._summary(last_loss)
+        return {"run_dir": str(self.run_dir), "step": st.step, "epoch": st.epoch, "stop_reason": st.stop_reason,
+                "train_loss": self.engine.last_loss, "best_metric": st.best_metric, "best_step": st.best_step,
+                "select_metric": self.select, "train_seconds": st.train_seconds,
+                "train_cpu_seconds": st.train_cpu_seconds, "world_size": self.world}
 
     def _annealed_lr(self, step: int) -> float:
         """Learning-rate factor when the decay follows the clock: the schedule then ends with the
@@ -1016,24 +822,11 @@ class Trainer:
             p = float(self.acc.reduce(torch.tensor([p], device=self.acc.device), reduction="mean").item())
         self.anneal_progress = p
 
-    def _summary(self, last_loss: float | None) -> dict[str, Any]:
-        st = self.state
-        return {"run_dir": str(self.run_dir), "step": st.step, "epoch": st.epoch, "stop_reason": st.stop_reason,
-                "train_loss": last_loss, "best_metric": st.best_metric, "best_step": st.best_step,
-                "select_metric": self.select, "train_seconds": st.train_seconds,
-                "train_cpu_seconds": st.train_cpu_seconds, "world_size": self.world}
-
 
 @dataclass
 class _EpochPlan:
     batches: list[np.ndarray]
     choice: np.ndarray
-
-
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
@@ -1105,9 +898,11 @@ def config_from_args(mode: str, ns: argparse.Namespace) -> tuple[TrainConfig, bo
         run = given.get("run")
         if not run:
             raise ValueError("--resume needs --run NAME (the run folder under --output-dir)")
-        saved = Path(given.get("output_dir", "log")) / run / "checkpoints" / "last" / "train_config.json"
-        if not saved.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint in {saved.parent}")
+        run_dir = Path(given.get("output_dir", "log")) / run
+        last = checkpoints.last_dir(run_dir)
+        saved = last / "train_config.json" if last is not None else None
+        if saved is None or not saved.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint in {run_dir}")
         base = TrainConfig.from_json(json.loads(saved.read_text(encoding="utf-8")))
         changed = [k for k in TRAINING_IDENTITY if k in given and given[k] != getattr(base, k)]
         if changed:

@@ -4,9 +4,8 @@ A checkpoint folder holds:
 
 - ``config.json``: format tag, the full TrainConfig, input dim, modality, datasets, epoch, metrics;
 - ``model.safetensors``: weights, codebooks and the ``initialised`` flag of the k-means init;
-- for resumable ones also the training state every loop of the project writes
-  (``genrec.utils.train_state``: ``optimizer.safetensors`` + ``training_state.json``) and
-  ``trainer_state.json`` (the loop's counters).
+- in a training run's ``checkpoint-<step>/`` folders also what the one engine writes for every
+  loop of the project (``genrec.utils.engine``: optimizer, scheduler, RNG and loop counters).
 
 No pickle anywhere: loading a checkpoint cannot run code.
 """
@@ -23,30 +22,27 @@ from safetensors.torch import load_file, save_file
 
 from genrec.data import DataError
 from genrec.utils.io import atomic_dir
-from genrec.utils.train_state import STATE_FILE as TRAINING_STATE_FILE
-from genrec.utils.train_state import has_training_state, rng_state, save_training_state, set_rng_state
-from genrec.utils.train_state import load_training_state as _load_state
 from index.config import TrainConfig
 from index.quantizers import SemanticQuantizer, build_quantizer
 
 FORMAT = "index-quantizer/1"
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
-STATE_FILE = "trainer_state.json"
 
 
-def save_checkpoint(path: str | Path, model: SemanticQuantizer, meta: dict[str, Any],
-                    optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
-                    trainer_state: dict[str, Any] | None = None) -> Path:
-    """Write the folder atomically: a crash leaves the previous checkpoint, never a mix."""
+def write_model(folder: str | Path, model: SemanticQuantizer, meta: dict[str, Any]) -> None:
+    """Weights and ``config.json`` into ``folder`` (the caller makes the write atomic)."""
+    folder = Path(folder)
+    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(weights, str(folder / MODEL_FILE), metadata={"format": FORMAT})
+    (folder / CONFIG_FILE).write_text(json.dumps({"format": FORMAT, **meta}, indent=2), encoding="utf-8")
+
+
+def save_checkpoint(path: str | Path, model: SemanticQuantizer, meta: dict[str, Any]) -> Path:
+    """A model-only checkpoint folder, written atomically (training checkpoints are the engine's)."""
     path = Path(path)
     with atomic_dir(path) as tmp:
-        weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(weights, str(tmp / MODEL_FILE), metadata={"format": FORMAT})
-        (tmp / CONFIG_FILE).write_text(json.dumps({"format": FORMAT, **meta}, indent=2), encoding="utf-8")
-        if optimizer is not None:
-            save_training_state(tmp, optimizer, scheduler, [rng_state()])
-            (tmp / STATE_FILE).write_text(json.dumps(trainer_state or {}), encoding="utf-8")
+        write_model(tmp, model, meta)
     return path
 
 
@@ -85,19 +81,3 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Se
     except RuntimeError as e:
         raise DataError(path / MODEL_FILE, f"weights do not match the config: {str(e).splitlines()[0]}") from None
     return model.to(device), meta
-
-
-def load_training_state(path: str | Path, optimizer: torch.optim.Optimizer, scheduler: Any = None) -> dict[str, Any]:
-    """Restore optimizer, scheduler and RNG states; return the remaining trainer counters."""
-    path = Path(path)
-    if not (path / STATE_FILE).is_file():
-        raise DataError(path, f"checkpoint has no training state ({STATE_FILE}); it cannot be resumed")
-    if not has_training_state(path):
-        raise DataError(path, f"written by an earlier version (no {TRAINING_STATE_FILE}): its weights load, but it "
-                              "cannot be resumed; start the run afresh (a quantizer trains in minutes)")
-    rngs, _ = _load_state(path, optimizer, scheduler)
-    set_rng_state(rngs[0])
-    try:
-        return json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(path / STATE_FILE, f"invalid JSON: {e}") from None

@@ -3,7 +3,8 @@
 RQ-VAE trains with AdamW; RQ-KMeans is fitted once. Several ``--datasets`` train one shared
 quantizer on all of their items (codes are exported per dataset by ``index.generate_codes``).
 A held-out share of items measures reconstruction; metrics go to ``<run_dir>/metrics.jsonl``,
-checkpoints to ``<run_dir>/best`` and ``<run_dir>/last`` (resumable), the codebook-usage figure to
+checkpoints to ``<run_dir>/best`` and ``<run_dir>/checkpoint-<step>`` with a ``last`` link
+(resumable; the loop is the one engine's, ``genrec.utils.engine``), the codebook-usage figure to
 ``<run_dir>/codebook_usage.png``.
 
 Example::
@@ -19,7 +20,6 @@ import json
 import logging
 import math
 import random
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,9 +31,11 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from genrec.data import DataError
+from genrec.utils import checkpoints
+from genrec.utils.engine import Client, Engine, LoopConfig, LoopState, StepOutput
 from genrec.utils.io import append_jsonl, atomic_write_json
 from genrec.utils.runlock import claim_run_dir, released_on_exit
-from index.checkpoint import load_model, load_training_state, save_checkpoint
+from index.checkpoint import load_model, write_model
 from index.config import (QuantizerConfig, TrainConfig, add_dataclass_args, load_json_config,
                           overrides_from_args)
 from index.data import EmbeddingSet, load_embedding_set
@@ -151,6 +153,113 @@ def restart_dead_codes(model: SemanticQuantizer, optimizer: torch.optim.Optimize
     return restarted
 
 
+class QuantizerClient(Client):
+    """One quantizer and its items as a client of the one training loop (``genrec.utils.engine``)."""
+
+    def __init__(self, cfg: TrainConfig, model: SemanticQuantizer, x: torch.Tensor, train_idx: np.ndarray,
+                 val_idx: np.ndarray, meta_base: dict[str, Any], steps_per_epoch: int):
+        self.cfg, self.model, self.x = cfg, model, x
+        self.train_t = torch.as_tensor(train_idx, device=x.device)
+        self.val_idx = val_idx
+        self.meta_base = meta_base
+        self.steps_per_epoch = steps_per_epoch
+        self.ae_warmup = cfg.ae_warmup_epochs if model.trainable else 0
+        self.optimizer = self.scheduler = None
+        if model.trainable:
+            self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(cfg, steps_per_epoch))
+        # k-means on a random sample of all training items (not the first batch); a no-op on resume
+        # because the persisted ``initialised`` flag is already set
+        rng = np.random.default_rng(cfg.seed + 1)
+        sample = train_idx if len(train_idx) <= cfg.quantizer.kmeans_samples else \
+            np.sort(rng.choice(train_idx, cfg.quantizer.kmeans_samples, replace=False))
+        self.sample_init = torch.as_tensor(sample, device=x.device)
+        # restarts draw replacement codewords from a fixed random subset of training items
+        self.sample_restart = torch.as_tensor(np.random.default_rng(cfg.seed + 2).permutation(train_idx)[:8192],
+                                              device=x.device)
+        self.t_start = time.perf_counter()
+        self.start_epoch = 0
+        self.quantize = self.ae_warmup == 0
+        self.sums, self.seen = np.zeros(3), 0
+        self.last_record: dict[str, Any] = {}
+        self.state: LoopState | None = None
+
+    def init_codebooks(self) -> None:
+        t0 = time.perf_counter()
+        if self.model.fit_codebooks(self.x[self.sample_init], torch.Generator().manual_seed(self.cfg.seed)):
+            logger.info("k-means codebook init on %d items: %.1fs", len(self.sample_init), time.perf_counter() - t0)
+        else:
+            logger.info("codebooks already initialised (loaded); skipping k-means")
+
+    def epoch_batches(self, epoch: int) -> list[torch.Tensor]:
+        # seeded per epoch: a resumed run sees the same batches as an uninterrupted one
+        perm = torch.randperm(len(self.train_t), generator=torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch))
+        batches = [self.train_t[perm[b * self.cfg.batch_size:(b + 1) * self.cfg.batch_size].to(self.x.device)]
+                   for b in range(self.steps_per_epoch)]
+        if self.cfg.quantizer.batch_norm:
+            batches = [b for b in batches if len(b) >= 2]  # batch-norm cannot train on a single item
+        return batches
+
+    def on_epoch_start(self, epoch: int, state: LoopState) -> None:
+        self.state = state
+        self.model.train()
+        self.sums, self.seen = np.zeros(3), 0
+        self.quantize = epoch >= self.ae_warmup
+        if self.quantize and not bool(self.model.rq.initialised):
+            self.init_codebooks()  # after the auto-encoder warm-up, on latents that mean something
+        elif self.quantize and self.cfg.dead_code_restart and epoch > self.ae_warmup and epoch % self.cfg.dead_code_restart == 0:
+            # at the start of an epoch and from the current model only, so resuming repeats it
+            restarted = restart_dead_codes(self.model, self.optimizer, self.x[self.sample_restart], self.cfg.seed * 7919 + epoch)
+            if any(restarted):
+                logger.debug("epoch %d: restarted dead codes per level %s", epoch, restarted)
+
+    def train_step(self, idx: torch.Tensor, state: LoopState) -> StepOutput:
+        out = self.model(self.x[idx], balanced=True, quantize=self.quantize)
+        self.optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        # .item(): accumulate numbers, not graphs (the published loop leaked memory here)
+        losses = np.array([out["loss"].item(), out["recon_loss"].item(), out["quant_loss"].item()])
+        self.sums += len(idx) * losses
+        self.seen += len(idx)
+        return StepOutput(torch.tensor(losses[0] * len(idx)), len(idx), len(idx))
+
+    def evaluate(self) -> dict[str, Any]:
+        metrics, _ = evaluate(self.model, self.x, self.val_idx)
+        record: dict[str, Any] = {"quantized": bool(self.model.rq.initialised)}
+        if self.scheduler is not None:
+            record["lr"] = self.scheduler.get_last_lr()[0]
+        if self.seen:
+            record.update(train_loss=self.sums[0] / self.seen, train_recon=self.sums[1] / self.seen,
+                          train_quant=self.sums[2] / self.seen)
+        elapsed = round(time.perf_counter() - self.t_start, 3)
+        record.update(metrics, elapsed_s=elapsed)
+        self.last_record = record
+        st = self.state
+        if st is not None and self.cfg.epochs:
+            logger.info("epoch %d/%d: val recon %.4g, collisions %.3f; %s elapsed, about %s left", st.epoch,
+                        self.cfg.epochs, record["val_recon"], record["collision_rate"], tqdm.format_interval(elapsed),
+                        remaining(elapsed, max(st.epoch, self.start_epoch + 1), self.start_epoch, self.cfg.epochs))
+        return record
+
+    def can_be_best(self) -> bool:
+        return bool(self.model.rq.initialised)
+
+    def save_model(self, folder: Path, best: bool) -> None:
+        st = self.state
+        meta = {**self.meta_base, "epoch": st.epoch if st else 0, "step": st.step if st else 0,
+                "metrics": self.last_record}
+        if best:
+            meta["best_metric"] = self.cfg.best_metric
+        write_model(folder, self.model, meta)
+
+    def load_model(self, folder: Path) -> None:
+        pass  # the model was rebuilt from this checkpoint before the optimizer
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run (or resume) one training; returns a summary with the best metrics and paths.
 
@@ -167,10 +276,9 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     run_dir = cfg.resolved_run_dir()
-    run_lock = claim_run_dir(run_dir, resume=cfg.resume, overwrite=cfg.overwrite, outputs=("best", "last"),  # noqa: F841
-                             also_remove=())
-    last_dir, best_dir = run_dir / "last", run_dir / "best"
-    metrics_path = run_dir / "metrics.jsonl"
+    run_lock = claim_run_dir(run_dir, resume=cfg.resume, overwrite=cfg.overwrite,  # noqa: F841
+                             outputs=("best", checkpoints.LAST), also_remove=())
+    best_dir = run_dir / checkpoints.BEST
     data = load_embedding_set(cfg.data_root, cfg.datasets, cfg.embedding)
     n = data.x.shape[0]
     train_idx, val_idx = split_items(n, cfg.holdout, cfg.seed)
@@ -186,9 +294,10 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
 
+    last_dir = checkpoints.last_dir(run_dir)
     if cfg.resume:
-        if not (last_dir / "config.json").is_file():
-            raise DataError(last_dir, "nothing to resume: no checkpoint in this run folder")
+        if last_dir is None:
+            raise DataError(run_dir, "nothing to resume: no checkpoint in this run folder")
         model, meta = load_model(last_dir, device)
         check_compatible(meta, last_dir, cfg.modality, data.dim, cfg.quantizer.kind)
         if list(meta.get("datasets", [])) != data.names:
@@ -199,129 +308,33 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
             cfg.quantizer = saved_q
     else:
         model = build_quantizer(cfg.quantizer, data.dim).to(device)
-        # A fresh run starts a fresh log and must not leave an older run's checkpoints to be mistaken
-        # for its own (only our checkpoint folders are removed).
-        if metrics_path.exists():
-            metrics_path.unlink()
-        for old in (best_dir, last_dir):
-            if (old / "config.json").is_file() and (old / "model.safetensors").is_file():
-                shutil.rmtree(old)
     x = torch.from_numpy(data.x).to(device)
-    meta_base = _meta(cfg, data, len(train_idx), len(val_idx))
-
-    # k-means on a random sample of all training items (not the first batch); a no-op on resume
-    # because the persisted ``initialised`` flag is already set.
-    rng = np.random.default_rng(cfg.seed + 1)
-    sample = train_idx if len(train_idx) <= cfg.quantizer.kmeans_samples else \
-        np.sort(rng.choice(train_idx, cfg.quantizer.kmeans_samples, replace=False))
-    sample_init = torch.as_tensor(sample, device=device)
-    ae_warmup = cfg.ae_warmup_epochs if model.trainable else 0
-
-    def init_codebooks() -> None:
-        t0 = time.perf_counter()
-        if model.fit_codebooks(x[sample_init], torch.Generator().manual_seed(cfg.seed)):
-            logger.info("k-means codebook init on %d items: %.1fs", len(sample), time.perf_counter() - t0)
-        else:
-            logger.info("codebooks already initialised (loaded); skipping k-means")
-
-    if ae_warmup == 0:
-        init_codebooks()
-
-    best_value, best_epoch, start_epoch, step = math.inf, 0, 0, 0
-    optimizer = scheduler = None
     steps_per_epoch = max(1, math.ceil(len(train_idx) / cfg.batch_size))
-    if model.trainable:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch))
-        if cfg.resume:
-            state = load_training_state(last_dir, optimizer, scheduler)
-            start_epoch, step = int(state["epoch"]), int(state["step"])
-            best_value, best_epoch = float(state["best_value"]), int(state["best_epoch"])
-            logger.info("resumed %s at epoch %d (step %d)", last_dir, start_epoch, step)
+    client = QuantizerClient(cfg, model, x, train_idx, val_idx, _meta(cfg, data, len(train_idx), len(val_idx)),
+                             steps_per_epoch)
     epochs = cfg.epochs if model.trainable else 0
-
-    def checkpoint(epoch: int, record: dict[str, Any], save_last: bool = True) -> None:
-        nonlocal best_value, best_epoch
-        value = record[cfg.best_metric]
-        meta = {**meta_base, "epoch": epoch, "step": step, "metrics": record}
-        if bool(model.rq.initialised) and (value < best_value or not (best_dir / "config.json").is_file()):
-            best_value, best_epoch = value, epoch
-            save_checkpoint(best_dir, model, {**meta, "best_metric": cfg.best_metric})
-        if save_last:
-            save_checkpoint(last_dir, model, meta, optimizer, scheduler,
-                            {"epoch": epoch, "step": step, "best_value": best_value, "best_epoch": best_epoch})
-
-    train_t = torch.as_tensor(train_idx, device=device)
-    # restarts draw replacement codewords from a fixed random subset of training items
-    sample_t = torch.as_tensor(np.random.default_rng(cfg.seed + 2).permutation(train_idx)[:8192], device=device)
-    t_start = time.perf_counter()
-    evaluated = False
-    last_epoch = start_epoch
-    if model.trainable and start_epoch == 0 and epochs > 0 and ae_warmup == 0:
+    loop = LoopConfig(epochs=epochs, eval_every_epochs=cfg.eval_every, select_metric=cfg.best_metric,
+                      select_mode="min", progress=cfg.progress, desc=f"{cfg.quantizer.kind} {cfg.modality}")
+    engine = Engine(client, loop, run_dir, steps_per_epoch=len(client.epoch_batches(0)))
+    if cfg.resume and model.trainable:
+        engine.resume()
+    elif not cfg.resume:
+        engine.start_fresh()
+    client.state = engine.state
+    client.start_epoch = engine.state.epoch
+    if client.ae_warmup == 0:
+        client.init_codebooks()
+    if model.trainable and engine.state.step == 0 and epochs > 0 and client.ae_warmup == 0:
         # epoch 0: the k-means-initialised model, the reference point for what training adds
-        metrics, _ = evaluate(model, x, val_idx)
-        append_jsonl(metrics_path, {"epoch": 0, "step": 0, **metrics, "elapsed_s": 0.0})
+        append_jsonl(engine.metrics_path, {"type": "eval", "epoch": 0, "step": 0, **client.evaluate()})
     with logging_redirect_tqdm():
-        bar = tqdm(range(start_epoch, epochs), desc=f"{cfg.quantizer.kind} {cfg.modality}", unit="epoch",
-                   disable=not cfg.progress, initial=start_epoch, total=epochs)
-        for epoch in bar:
-            model.train()
-            # Per-epoch seeded shuffle: a resumed run sees the same batches as an uninterrupted one.
-            perm = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
-            sums = np.zeros(3)
-            seen = 0
-            quantize = epoch >= ae_warmup
-            if quantize and not bool(model.rq.initialised):
-                init_codebooks()  # after the auto-encoder warm-up, on latents that mean something
-            elif quantize and cfg.dead_code_restart and epoch > ae_warmup and epoch % cfg.dead_code_restart == 0:
-                # At the start of an epoch and from the current model only, so resuming repeats it.
-                restarted = restart_dead_codes(model, optimizer, x[sample_t], cfg.seed * 7919 + epoch)
-                if any(restarted):
-                    logger.debug("epoch %d: restarted dead codes per level %s", epoch, restarted)
-            for b in range(steps_per_epoch):
-                idx = train_t[perm[b * cfg.batch_size:(b + 1) * cfg.batch_size].to(device)]
-                if cfg.quantizer.batch_norm and len(idx) < 2:
-                    continue  # batch-norm cannot train on a single item
-                out = model(x[idx], balanced=True, quantize=quantize)
-                optimizer.zero_grad(set_to_none=True)
-                out["loss"].backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                # .item(): accumulate numbers, not graphs (the published loop leaked memory here)
-                sums += len(idx) * np.array([out["loss"].item(), out["recon_loss"].item(), out["quant_loss"].item()])
-                seen += len(idx)
-            done = last_epoch = epoch + 1
-            if done % cfg.eval_every == 0 or done == epochs:
-                metrics, _ = evaluate(model, x, val_idx)
-                record = {"epoch": done, "step": step, "lr": scheduler.get_last_lr()[0], "quantized": quantize,
-                          "train_loss": sums[0] / max(seen, 1), "train_recon": sums[1] / max(seen, 1),
-                          "train_quant": sums[2] / max(seen, 1), **metrics,
-                          "elapsed_s": round(time.perf_counter() - t_start, 3)}
-                append_jsonl(metrics_path, record)
-                checkpoint(done, record)
-                evaluated = True
-                bar.set_postfix(loss=f"{record['train_loss']:.4g}", val=f"{record['val_recon']:.4g}",
-                                coll=f"{record['collision_rate']:.3f}")
-                # for logs without the bar (--no-progress, a file): the same estimate tqdm shows
-                logger.info("epoch %d/%d: val recon %.4g, collisions %.3f; %s elapsed, about %s left", done, epochs,
-                            record["val_recon"], record["collision_rate"], tqdm.format_interval(record["elapsed_s"]),
-                            remaining(record["elapsed_s"], done, start_epoch, epochs))
-        bar.close()
-    in_warmup = not bool(model.rq.initialised)
-    if in_warmup:
+        engine.fit()
+    if not bool(model.rq.initialised):
         # The run ended inside the auto-encoder warm-up: initialise for a usable 'best', but keep
         # 'last' as it was so a resume still finishes the warm-up before its k-means init.
-        init_codebooks()
-    if not (best_dir / "config.json").is_file() or (not evaluated and not cfg.resume):
-        # RQ-KMeans (fitted above), zero epochs, or only warm-up epochs: the current model is the result.
-        metrics, _ = evaluate(model, x, val_idx)
-        record = {"epoch": last_epoch, "step": step, **metrics, "elapsed_s": round(time.perf_counter() - t_start, 3)}
-        append_jsonl(metrics_path, record)
-        checkpoint(last_epoch, record, save_last=not (in_warmup and (last_dir / "config.json").is_file()))
-    train_time = time.perf_counter() - t_start
+        client.init_codebooks()
+        engine.save_best(client.evaluate())
+    train_time = time.perf_counter() - client.t_start
 
     best_model, best_meta = load_model(best_dir, device)
     best_metrics, best_codes = evaluate(best_model, x, val_idx)

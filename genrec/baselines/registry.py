@@ -139,10 +139,10 @@ def load_teacher(path: str, dataset: RecDataset, max_len: int, with_times: bool)
     from safetensors.torch import load_model as load_weights
 
     run = Path(path)
-    state, weights = run / "last" / "state.json", run / "best" / "model.safetensors"
+    state, weights = run / "best" / "trainer_state.json", run / "best" / "model.safetensors"
     if not state.is_file() or not weights.is_file():
-        raise FileNotFoundError(f"--distill-from {run}: not a baseline run folder (expected last/state.json and "
-                                "best/model.safetensors, as --output-dir writes them)")
+        raise FileNotFoundError(f"--distill-from {run}: not a baseline run folder (expected best/trainer_state.json "
+                                "and best/model.safetensors, as --output-dir writes them)")
     rc = json.loads(state.read_text(encoding="utf-8")).get("run_config", {})
     name = rc.get("model")
     if name not in MODEL_DEFAULTS:

@@ -253,7 +253,7 @@ def test_two_cpu_processes_train_and_gather_every_user(synthetic_root, tmp_path)
     assert result["world_size"] == 2
     assert result["users"] == 200  # the ranks' shards were gathered, none lost or doubled
     assert result["steps"] == 8  # global batches: the step count does not depend on the world size
-    state = json.loads((tmp_path / "run" / "last" / "state.json").read_text())
+    state = json.loads((tmp_path / "run" / "last" / "trainer_state.json").read_text())
     assert state["world_size"] == 2
 
 
@@ -285,7 +285,7 @@ def test_distillation_from_a_baseline_run(syn, tmp_path):
     student = MODELS["sasrec"](syn, 0.0, _args(**common, distill_from=str(teacher), distill_alpha=0.8,
                                                output_dir=str(tmp_path / "student")))
     assert 0 <= student["NDCG@10"] <= 1 and student["NDCG@10"] != pytest.approx(plain["NDCG@10"])
-    state = json.loads((tmp_path / "student" / "last" / "state.json").read_text())
+    state = json.loads((tmp_path / "student" / "last" / "trainer_state.json").read_text())
     assert state["run_config"]["distill"]["alpha"] == 0.8
     with pytest.raises(FileNotFoundError, match="--distill-from"):
         MODELS["sasrec"](syn, 0.0, _args(**common, distill_from=str(tmp_path / "nope")))

@@ -94,8 +94,10 @@ def test_finished_run_is_not_replaced_without_overwrite(train_root, tmp_path, ca
     assert config["code_files"] == code_fingerprints(train_root, ["Synthetic"])
     # the lock went with the run: the refusal below is about the results, not the lock
     assert finetune_main(_train_argv(train_root, tmp_path)) == 2
-    assert "already holds a run (best/, checkpoints/)" in _err(capsys)
-    shutil.rmtree(run / "checkpoints")
+    assert "already holds a run (best/, last/)" in _err(capsys)
+    from genrec.utils.checkpoints import remove_all
+
+    remove_all(run)  # the checkpoints go, best/ stays
     best = (run / "best" / "model.safetensors").stat().st_mtime_ns
     assert finetune_main(_train_argv(train_root, tmp_path)) == 2
     assert "already holds a run (best/)" in _err(capsys)
@@ -105,7 +107,7 @@ def test_finished_run_is_not_replaced_without_overwrite(train_root, tmp_path, ca
     (run / "eval").mkdir()
     (run / "eval" / "old.metrics.json").write_text("{}")
     assert finetune_main(_train_argv(train_root, tmp_path, "--overwrite")) == 0
-    assert (run / "checkpoints" / "last").is_dir() and not (run / "eval").exists()
+    assert (run / "last").is_dir() and not (run / "eval").exists()
 
 
 def test_index_train_into_an_existing_run_folder_is_refused(synthetic_root, tmp_path, capsys):

@@ -131,13 +131,13 @@ def test_resume_after_interrupt_equals_an_uninterrupted_run(root, tmp_path, caps
     assert finetune_main(_args({**common, "run": "full"})) == 0
     assert finetune_main(_args({**common, "run": "cut", "stop_after_steps": 6})) == 0
     cut = tmp_path / "log" / "cut"
-    state = json.loads((cut / "checkpoints" / "last" / "trainer_state.json").read_text())
+    state = json.loads((cut / "last" / "trainer_state.json").read_text())
     assert state["step"] == 6 and state["stop_reason"] == "stop_after_steps" and not state["finished"]
     # resume from the checkpoint: the saved config is reused, only --stop-after-steps is reset
     assert finetune_main(["--run", "cut", "--output-dir", str(tmp_path / "log"), "--resume", "--stop-after-steps", "0"]) == 0
     full = tmp_path / "log" / "full"
-    a = load_file(full / "checkpoints" / "last" / "model.safetensors")
-    b = load_file(cut / "checkpoints" / "last" / "model.safetensors")
+    a = load_file(full / "last" / "model.safetensors")
+    b = load_file(cut / "last" / "model.safetensors")
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -164,7 +164,7 @@ def test_a_run_folder_of_the_earlier_pickled_format_still_resumes(root, tmp_path
               "micro_batch_size": 100, "max_steps": 8, "save_every_steps": 4, "seed": 5}
     assert finetune_main(_args({**common, "run": "full"})) == 0
     assert finetune_main(_args({**common, "run": "old", "stop_after_steps": 4})) == 0
-    last = tmp_path / "log" / "old" / "checkpoints" / "last"
+    last = tmp_path / "log" / "old" / "last"
     tensors = load_file(last / "optimizer.safetensors")
     saved = json.loads((last / "training_state.json").read_text())
     state: dict = {}
@@ -180,7 +180,7 @@ def test_a_run_folder_of_the_earlier_pickled_format_still_resumes(root, tmp_path
     (last / "optimizer.safetensors").unlink()
     (last / "training_state.json").unlink()
     assert finetune_main(["--run", "old", "--output-dir", str(tmp_path / "log"), "--resume", "--stop-after-steps", "0"]) == 0
-    a = load_file(tmp_path / "log" / "full" / "checkpoints" / "last" / "model.safetensors")
+    a = load_file(tmp_path / "log" / "full" / "last" / "model.safetensors")
     b = load_file(last / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (last / "training_state.json").is_file()  # the next checkpoint is in the new format
@@ -196,8 +196,8 @@ def test_pretrain_then_finetune_from_it(root, tmp_path, capsys):
     cfg = json.loads((pre / "config.json").read_text())
     assert cfg["datasets"] == ["Synthetic", "NoImage"] and cfg["preset"] == "tiny" and cfg["max_history"] == 20
     assert cfg["dedup_codes"] is True and cfg["lr"] == 1e-3 and cfg["scheduler"] == "constant"
-    for f in ("tokenizer/tokenizer.json", "best/model.safetensors", "best/trainer_state.json", "checkpoints/last/optimizer.safetensors",
-              "checkpoints/last/training_state.json", "checkpoints/last/model.safetensors", "metrics.jsonl", "curve.png"):
+    for f in ("tokenizer/tokenizer.json", "best/model.safetensors", "best/trainer_state.json", "last/optimizer.safetensors",
+              "last/training_state.json", "last/model.safetensors", "metrics.jsonl", "curve.png"):
         assert (pre / f).is_file(), f
     assert summary["step"] == 4 and summary["world_size"] == 1
     assert finetune_main(_args({**base, "dataset": "Synthetic", "init": str(pre), "run": "fine", "max_steps": 3,
@@ -214,7 +214,7 @@ def test_time_budget_stops_with_a_resumable_checkpoint(root, tmp_path):
     assert out["stop_reason"] == "time_budget" and out["step"] == 1
     run = tmp_path / "log" / "budget"
     assert (run / "best" / "model.safetensors").is_file()
-    assert not json.loads((run / "checkpoints" / "last" / "trainer_state.json").read_text())["finished"]
+    assert not json.loads((run / "last" / "trainer_state.json").read_text())["finished"]
 
 
 def test_anneal_lays_the_decay_over_the_clock_not_the_steps(root, tmp_path):
@@ -360,7 +360,7 @@ def test_kill_9_in_a_later_epoch_resumes_bit_for_bit(root, tmp_path):
     # the victim would train 1000 epochs; kill it once a checkpoint inside epoch 1 exists
     proc = subprocess.Popen(script + _args({**common, "run": "victim", "epochs": 1000}), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env, cwd=REPO)
-    state_file = log / "victim" / "checkpoints" / "last" / "trainer_state.json"
+    state_file = log / "victim" / "last" / "trainer_state.json"
     deadline = time.time() + 240
     try:
         while time.time() < deadline:
@@ -381,8 +381,8 @@ def test_kill_9_in_a_later_epoch_resumes_bit_for_bit(root, tmp_path):
     resumed = subprocess.run(script + ["--run", "victim", "--output-dir", str(log), "--resume", "--epochs", "3"],
                              capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    a = load_file(log / "ref" / "checkpoints" / "last" / "model.safetensors")
-    b = load_file(log / "victim" / "checkpoints" / "last" / "model.safetensors")
+    a = load_file(log / "ref" / "last" / "model.safetensors")
+    b = load_file(log / "victim" / "last" / "model.safetensors")
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert _train_records(log / "ref") == _train_records(log / "victim")

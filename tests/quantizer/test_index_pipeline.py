@@ -42,6 +42,7 @@ def test_train_and_export_end_to_end(synthetic_root, tmp_path, capsys):
                  "best/config.json", "last/optimizer.safetensors", "last/trainer_state.json"):
         assert (run / name).is_file(), name
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r["type"] == "eval"]  # the end record closes the log
     assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
     assert {"val_recon", "utilisation", "perplexity", "collision_rate", "train_loss"} <= set(rows[-1])
     assert (run / "codebook_usage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -111,7 +112,8 @@ def test_resume_matches_an_uninterrupted_run(synthetic_root, tmp_path, stop, war
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert bool(b["rq.initialised"]) and not torch.equal(init["rq.codebooks.0"], b["rq.codebooks.0"])
-    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r["epoch"] for r in rows if r["type"] == "eval"]
     assert epochs[-2:] == [3, 4] and epochs == sorted(epochs)
 
 
