@@ -55,7 +55,7 @@ def worker(args: argparse.Namespace) -> dict:
     if args.worker == "full":
         c0 = time.process_time()
         summary = embed_text(TextEmbedConfig(data_root=args.data_root, dataset=args.dataset, batch_size=64,
-                                             threads=args.threads), progress=False)
+                                             num_threads=args.threads), progress=False)
         cpu = time.process_time() - c0  # includes the model load (a few CPU seconds)
         return {"items": summary["items"], "texts": summary["texts"], "load_s": summary["load_s"],
                 "embed_s": summary["embed_s"], "items_per_s": summary["items_per_s"], "cpu_s": round(cpu, 1),

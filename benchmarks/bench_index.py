@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     # epochs x batch 2048 is ~1,000).
     p.add_argument("--epochs", type=int, default=CPU["epochs"])
     p.add_argument("--batch-size", type=int, default=CPU["batch_size"])
-    p.add_argument("--eval-every", type=int, default=CPU["eval_every"])
+    p.add_argument("--eval-every-epochs", "--eval-every", dest="eval_every_epochs", type=int, default=CPU["eval_every_epochs"])
     p.add_argument("--scheduler", default=CPU["scheduler"], help="cosine decay ends a short run converged")
     p.add_argument("--ae-warmup-epochs", type=int, default=CPU["ae_warmup_epochs"],
                    help="auto-encoder epochs before the k-means init (measured: lower held-out error)")
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = Path(args.run_root) / f"{args.dataset}-text-{variant}"
         cfg = TrainConfig(data_root=args.data_root, datasets=(args.dataset,), embedding=args.embedding,
                           modality="text", epochs=args.epochs, batch_size=args.batch_size,
-                          eval_every=args.eval_every, device=args.device, threads=args.threads,
+                          eval_every_epochs=args.eval_every_epochs, device=args.device, num_threads=args.threads,
                           scheduler=args.scheduler, ae_warmup_epochs=args.ae_warmup_epochs,
                           run_dir=str(run_dir), progress=False, quantizer=QuantizerConfig(kind=kind),
                           overwrite=True)  # the benchmark owns its run folders and re-measures

@@ -224,8 +224,8 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
     command = "python benchmarks/results.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     out = Path(args.out)
     try:

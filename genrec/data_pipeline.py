@@ -328,18 +328,14 @@ class TrainSet:
         batch order is shuffled: batches then hold similar lengths even without micro-batching,
         at the price of less random batch composition.
         """
+        from genrec.utils.batching import length_grouped
+
         rng = np.random.default_rng([self.seed, epoch, 0xBA7])
         perm = rng.permutation(len(self))
         if group_by_length:
             lengths = self.source_lengths(self.variant_choice(epoch) if choice is None else choice)
-            chunk = batch_size * mega
-            perm = np.concatenate([c[np.argsort(-lengths[c], kind="stable")]
-                                   for c in np.split(perm, range(chunk, len(perm), chunk))]) if len(perm) else perm
-        out = [perm[i:i + batch_size] for i in range(0, len(perm), batch_size)]
-        if group_by_length and len(out) > 1:
-            order = rng.permutation(len(out))
-            out = [out[j] for j in order]
-        return out
+            return length_grouped(perm, lengths, batch_size, mega, rng.permutation)
+        return [perm[i:i + batch_size] for i in range(0, len(perm), batch_size)]
 
     def locate(self, g: int) -> tuple[Part, int]:
         k = int(np.searchsorted(self.starts, g, side="right") - 1)

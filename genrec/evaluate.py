@@ -52,7 +52,7 @@ class EvalConfig:
     max_users: int = 0           # 0: all users; else a seeded random subset (quick checks)
     seed: int = 0
     cpu: bool = False
-    threads: int = 0
+    num_threads: int = 0
     out_dir: str | None = None   # default <ckpt>/eval
     progress: bool = True
     overwrite: bool = False      # replace a result file produced with other settings
@@ -97,9 +97,9 @@ def check_eval_config(cfg: "EvalConfig") -> None:
         raise ValueError(f"--split must be test or valid, not {cfg.split!r}")
     for flag, value, low in (("--beams", cfg.beams, 1), ("--topk", cfg.topk, 1),
                              ("--batch-size", cfg.batch_size, 0), ("--max-users", cfg.max_users, 0),
-                             ("--threads", cfg.threads, 0), ("--seed", cfg.seed, 0)):
+                             ("--num-threads", cfg.num_threads, 0), ("--seed", cfg.seed, 0)):
         if value < low:
-            zero = {"--batch-size": " (0 = auto)", "--max-users": " (0 = all users)", "--threads": " (0 = default)"}
+            zero = {"--batch-size": " (0 = auto)", "--max-users": " (0 = all users)", "--num-threads": " (0 = default)"}
             raise ValueError(f"{flag} must be >= {low}{zero.get(flag, '')}, got {value}")
     if cfg.direction is not None and cfg.direction not in (0, 1):
         raise ValueError(f"--direction must be 0 or 1, got {cfg.direction}")
@@ -140,8 +140,8 @@ def run_evaluation(cfg: EvalConfig, accelerator=None) -> dict[str, Any]:
     from genrec.tasks import get_task
 
     check_eval_config(cfg)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
     if accelerator is None:
         from accelerate import Accelerator
 
@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-users", type=int, default=d.max_users, help="evaluate a random subset (0 = all users)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the --max-users subset")
     p.add_argument("--cpu", action="store_true", help="decode on the CPU even when a GPU is present")
-    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0 = default)")
+    p.add_argument("--num-threads", "--threads", dest="num_threads", type=int, default=d.num_threads, help="torch CPU threads (0 = default)")
     p.add_argument("--out-dir", default=None, help="where to write results (default <ckpt>/eval)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--overwrite", action="store_true", help="replace a result file produced with other settings")

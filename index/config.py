@@ -95,13 +95,13 @@ class TrainConfig:
     dead_code_restart: int = _opt(1, "every N epochs move codewords no item is nearest to onto random residuals (0 = off, as published)")
     ae_warmup_epochs: int = _opt(0, "train the auto-encoder alone for N epochs, then k-means-initialise the codebooks "
                                     "on its latents (0 = init on the untrained encoder, as published)")
-    grad_clip: float = _opt(0.0, "clip the gradient norm (0 = off)")
+    max_grad_norm: float = _opt(0.0, "clip the gradient norm (0 = off)")
     seed: int = _opt(42, "seed for the split, init, k-means and shuffling")
     holdout: float = _opt(0.05, "fraction of items held out to measure reconstruction")
-    eval_every: int = _opt(10, "evaluate (and save 'last') every N epochs")
+    eval_every_epochs: int = _opt(10, "evaluate (and save 'last') every N epochs")
     best_metric: str = _opt("val_recon", "metric that picks the 'best' checkpoint (lower is better)")
     device: str = _opt("auto", "auto, cpu, cuda, cuda:1, ...")
-    threads: int = _opt(0, "torch CPU threads (0 = torch default); 1 is often fastest on a busy machine")
+    num_threads: int = _opt(0, "torch CPU threads (0 = torch default); 1 is often fastest on a busy machine")
     run_dir: str = _opt("", "output folder (default log/index/<datasets>-<modality>-<kind>)")
     resume: bool = _opt(False, "continue from <run_dir>/last")
     overwrite: bool = _opt(False, "replace the best/ and last/ an earlier run left in <run_dir>")
@@ -126,8 +126,8 @@ class TrainConfig:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
         if self.dead_code_restart < 0 or self.ae_warmup_epochs < 0:
             raise ValueError("dead_code_restart and ae_warmup_epochs must be >= 0")
-        if self.batch_size < 1 or self.epochs < 0 or self.eval_every < 1 or self.warmup_epochs < 0:
-            raise ValueError("batch_size and eval_every must be positive, epochs and warmup_epochs >= 0")
+        if self.batch_size < 1 or self.epochs < 0 or self.eval_every_epochs < 1 or self.warmup_epochs < 0:
+            raise ValueError("batch_size and eval_every_epochs must be positive, epochs and warmup_epochs >= 0")
 
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir) if self.run_dir else default_run_dir(self.datasets, self.modality, self.quantizer.kind)
@@ -137,7 +137,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "TrainConfig":
-        raw = dict(raw)
+        from genrec.utils.fields import canonical
+
+        raw = canonical(raw, "quantizer training config")
         q = QuantizerConfig(**_known(QuantizerConfig, raw.pop("quantizer", {}) or {}))
         return cls(quantizer=q, **_known(cls, raw))
 
@@ -189,13 +191,17 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: typing.
         if f.name in skip or dataclasses.is_dataclass(hints[f.name]):
             continue
         conv, is_bool = _parser_for(hints[f.name])
+        from genrec.utils.fields import RENAMED
+
         flag = "--" + f.name.replace("_", "-")
+        # earlier names of the field stay accepted on the command line
+        flags = [flag, *("--" + old.replace("_", "-") for old, new in RENAMED.items() if new == f.name)]
         default = f.default if f.default is not dataclasses.MISSING else None
         help = f"{f.metadata.get('help', '')} (default: {default})"
         if is_bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help)
+            group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help)
         else:
-            group.add_argument(flag, dest=f.name, type=conv, default=None, help=help)
+            group.add_argument(*flags, dest=f.name, type=conv, default=None, help=help)
 
 
 def overrides_from_args(args: argparse.Namespace, cls: type) -> dict[str, Any]:

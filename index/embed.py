@@ -136,7 +136,7 @@ class TextEmbedConfig:
     max_length: int = 256
     normalize: bool = False
     mode: str = "concat"  # "concat": "title. description" as one text; "mean": embedded separately, averaged
-    threads: int | None = None
+    num_threads: int | None = None
     device: str | None = None
 
 
@@ -243,7 +243,7 @@ def embed_text(cfg: TextEmbedConfig, progress: bool = True) -> dict[str, Any]:
         name = DEFAULT_TEXT_MODEL_NAME
     else:
         name = output_name(Path(cfg.model).name if Path(cfg.model).is_dir() else cfg.model)
-    _set_threads(cfg.threads)
+    _set_threads(cfg.num_threads)
     t0 = time.perf_counter()
     encoder = TextEncoder(cfg.model, cfg.device, cfg.max_length)
     t1 = time.perf_counter()
@@ -276,7 +276,7 @@ class ImageEmbedConfig:
     normalize: bool = False
     download_workers: int = 8
     timeout: float = 20.0
-    threads: int | None = None
+    num_threads: int | None = None
     device: str | None = None
 
 
@@ -459,7 +459,7 @@ def embed_image(cfg: ImageEmbedConfig, progress: bool = True) -> dict[str, Any]:
         unreadable = [i for i, p in enumerate(paths) if p is not None and not _readable(p)]
         _report_missing(dir, paths, set(unreadable), num_items, cfg.on_missing)
 
-    _set_threads(cfg.threads)
+    _set_threads(cfg.num_threads)
     encoder = ImageEncoder(cfg.encoder, cfg.device)
     valid = np.zeros(num_items, dtype=bool)
     rows: dict[int, np.ndarray] = {}
@@ -523,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-root", type=Path, default=Path("data"))
         p.add_argument("--dataset", required=True)
         p.add_argument("--normalize", action="store_true", help="L2-normalise every row")
-        p.add_argument("--threads", type=at_least(0), default=None, help="torch CPU threads (0 = default)")
+        p.add_argument("--num-threads", "--threads", dest="num_threads", type=at_least(0), default=None, help="torch CPU threads (0 = default)")
         p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
         p.add_argument("--no-progress", action="store_true")
 
@@ -579,13 +579,13 @@ def main(argv: list[str] | None = None) -> int:
             summary = embed_text(TextEmbedConfig(
                 data_root=args.data_root, dataset=args.dataset, model=args.model, name=args.name,
                 batch_size=args.batch_size, max_length=args.max_length, normalize=args.normalize,
-                mode=args.mode, threads=args.threads, device=args.device), progress=not args.no_progress)
+                mode=args.mode, num_threads=args.num_threads, device=args.device), progress=not args.no_progress)
         else:
             summary = embed_image(ImageEmbedConfig(
                 encoder=args.encoder, data_root=args.data_root, dataset=args.dataset, name=args.name,
                 image_dir=args.image_dir, urls=args.urls, cache_dir=args.cache_dir, on_missing=args.on_missing,
                 batch_size=args.batch_size, normalize=args.normalize, download_workers=args.download_workers,
-                threads=args.threads, device=args.device), progress=not args.no_progress)
+                num_threads=args.num_threads, device=args.device), progress=not args.no_progress)
     except (DataError, FileNotFoundError, ValueError, OSError) as e:
         logging.getLogger("index.embed").error("%s", e)
         return 2

@@ -67,7 +67,7 @@ class ExportConfig:
                                "a codebook too tight to fit fails fast, suggesting --policy dedup-token")
     progress: bool = _opt(True, "show a tqdm progress bar over the assignment rounds")
     device: str = _opt("auto", "auto, cpu, cuda, ...")
-    threads: int = _opt(0, "torch CPU threads (0 = torch default)")
+    num_threads: int = _opt(0, "torch CPU threads (0 = torch default)")
 
     def validate(self) -> None:
         if self.policy not in POLICIES:
@@ -106,8 +106,8 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
     cfg.validate()
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
     ckpt = checkpoint_path(cfg)
     meta = read_meta(ckpt)
     modality = cfg.modality or meta.get("modality")

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 SCHEDULES: dict[str, dict[str, Any]] = {
-    "paper": {"epochs": 500, "batch_size": 2048, "ae_warmup_epochs": 0, "scheduler": "constant", "eval_every": 10},
+    "paper": {"epochs": 500, "batch_size": 2048, "ae_warmup_epochs": 0, "scheduler": "constant", "eval_every_epochs": 10},
     # Keep in step with benchmarks/bench_index.py's defaults (its figures are this schedule's evidence).
-    "cpu": {"epochs": 40, "batch_size": 256, "ae_warmup_epochs": 5, "scheduler": "cosine", "eval_every": 5},
+    "cpu": {"epochs": 40, "batch_size": 256, "ae_warmup_epochs": 5, "scheduler": "cosine", "eval_every_epochs": 5},
 }
 SCHEDULE_CHOICES = ("auto", *SCHEDULES)
 

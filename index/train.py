@@ -217,8 +217,8 @@ class QuantizerClient(Client):
         out = self.model(self.x[idx], balanced=True, quantize=self.quantize)
         self.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
-        if self.cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        if self.cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         # .item(): accumulate numbers, not graphs (the published loop leaked memory here)
@@ -273,8 +273,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 def _train(cfg: TrainConfig) -> dict[str, Any]:
     cfg.validate()
     device = resolve_device(cfg.device)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
     run_dir = cfg.resolved_run_dir()
     run_lock = claim_run_dir(run_dir, resume=cfg.resume, overwrite=cfg.overwrite,  # noqa: F841
                              outputs=("best", checkpoints.LAST), also_remove=())
@@ -313,7 +313,7 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
     client = QuantizerClient(cfg, model, x, train_idx, val_idx, _meta(cfg, data, len(train_idx), len(val_idx)),
                              steps_per_epoch)
     epochs = cfg.epochs if model.trainable else 0
-    loop = LoopConfig(epochs=epochs, eval_every_epochs=cfg.eval_every, select_metric=cfg.best_metric,
+    loop = LoopConfig(epochs=epochs, eval_every_epochs=cfg.eval_every_epochs, select_metric=cfg.best_metric,
                       select_mode="min", progress=cfg.progress, desc=f"{cfg.quantizer.kind} {cfg.modality}")
     engine = Engine(client, loop, run_dir, steps_per_epoch=len(client.epoch_batches(0)))
     if cfg.resume and model.trainable:

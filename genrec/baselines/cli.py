@@ -49,11 +49,11 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float)
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--warmup-steps", type=int)
-    g.add_argument("--grad-clip", "--max-grad-norm", dest="grad_clip", type=float)
-    g.add_argument("--max-len", type=int, help="history/training window (default 50)")
+    g.add_argument("--max-grad-norm", "--grad-clip", dest="max_grad_norm", type=float)
+    g.add_argument("--max-history", "--max-len", dest="max_history", type=int, help="history/training window (default 50)")
     g.add_argument("--max-steps", type=int)
     g.add_argument("--group-batches", type=int, help="length-grouped batching pool, in batches (1 = off)")
-    g.add_argument("--eval-every", type=int, help="epochs between validation runs")
+    g.add_argument("--eval-every-epochs", "--eval-every", dest="eval_every_epochs", type=int, help="epochs between validation runs")
     g.add_argument("--patience", type=int, help="validation runs without improvement before stopping")
     g.add_argument("--eval-batch-size", type=int)
     g.add_argument("--eval-negatives", type=int, metavar="N",
@@ -68,7 +68,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--distill-temperature", type=float, help="softening temperature (default 2)")
     g.add_argument("--distill-alpha", type=float, help="weight of the distillation term (default 0.5)")
     g.add_argument("--cpu", action="store_true", default=None, help="force CPU even with a GPU present")
-    g.add_argument("--threads", "--num-threads", dest="threads", type=int, help="torch CPU threads; 1 is much faster when other jobs share the cores")
+    g.add_argument("--num-threads", "--threads", dest="num_threads", type=int, help="torch CPU threads; 1 is much faster when other jobs share the cores")
     g.add_argument("--residual", choices=("plain", "mhc"),
                    help="residual of the SASRec/TiSASRec blocks: plain, or mHC residual streams")
     g.add_argument("--streams", type=int, help="mHC: number of residual streams (default 4)")
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", required=True)
     t.add_argument("--dataset", required=True)
     t.add_argument("--data-root", default="data", help="falls back to ../shared/data when <root>/<ds> is missing")
-    t.add_argument("--budget-minutes", "--time-budget-minutes", dest="budget_minutes", type=float, default=0.0,
+    t.add_argument("--time-budget-minutes", "--budget-minutes", dest="time_budget_minutes", type=float, default=0.0,
                    help="training budget (0 = none)")
     t.add_argument("--output-dir", default="", help="checkpoints and result.json; rerunning resumes")
     add_train_flags(t)
@@ -103,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in MODELS:
             print(name, "" if name not in MODEL_DEFAULTS else MODEL_DEFAULTS[name])
         return 0
-    if args.threads:
+    if args.num_threads:
         import torch
 
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.num_threads)
     try:
         if args.model not in MODELS:
             raise ValueError(f"unknown model {args.model!r}; choose from {sorted(MODELS)}")
@@ -128,7 +128,7 @@ def _train_one(args: argparse.Namespace, dataset: RecDataset, models: dict) -> d
 
     from genrec.utils.io import atomic_write_json
 
-    result = models[args.model](dataset, args.budget_minutes, args)
+    result = models[args.model](dataset, args.time_budget_minutes, args)
     if args.output_dir and PartialState().is_main_process:
         atomic_write_json(Path(args.output_dir) / "result.json", result, indent=1)
     return result

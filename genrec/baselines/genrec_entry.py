@@ -146,7 +146,7 @@ def evaluate_genrec_run(run_dir: Path, dataset: RecDataset, cfg: GenRecEntryConf
     for task in ("seqrec", "seqimage"):
         try:
             evals[task] = run_evaluation(EvalConfig(ckpt=str(run_dir), dataset=dataset.name, task=task,
-                                                    beams=cfg.beams, data_root=data_root, threads=threads,
+                                                    beams=cfg.beams, data_root=data_root, num_threads=threads,
                                                     progress=False))
         except Exception as e:  # a dataset without image codes has no seqimage run
             if task == "seqrec":
@@ -183,7 +183,7 @@ def run_genrec(dataset: RecDataset, budget_minutes: float, args: argparse.Namesp
 
     hf_logging.disable_progress_bar()  # save_pretrained's per-shard bar, once per checkpoint
     cfg = apply_overrides(GenRecEntryConfig(), "genrec", getattr(args, "set", None))
-    threads = getattr(args, "threads", None) or torch.get_num_threads()
+    threads = getattr(args, "num_threads", None) or torch.get_num_threads()
     epochs = getattr(args, "epochs", None) or 200
     out_dir = runs_root(args) / dataset.name
     codes_tag = _codes_tag(cfg.text_codes, cfg.image_codes)

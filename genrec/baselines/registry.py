@@ -149,15 +149,16 @@ def load_teacher(path: str, dataset: RecDataset, max_len: int, with_times: bool)
         raise ValueError(f"--distill-from {run}: unknown teacher model {name!r}")
     if rc.get("dataset") != dataset.name:
         raise ValueError(f"--distill-from {run}: the teacher was trained on {rc.get('dataset')!r}, not {dataset.name!r}")
-    if rc.get("max_len", 0) < max_len:
-        raise ValueError(f"--distill-from {run}: the teacher's window ({rc.get('max_len')}) is shorter than this run's ({max_len})")
+    window = rc.get("max_history", rc.get("max_len", 0))  # max_len: run folders of earlier versions
+    if window < max_len:
+        raise ValueError(f"--distill-from {run}: the teacher's window ({window}) is shorter than this run's ({max_len})")
     cfg = type(MODEL_DEFAULTS[name])(**rc["config"])
     if needs_times(cfg) and not with_times:
         raise ValueError(f"--distill-from {run}: a time-aware teacher ({name}) needs a time-aware student")
     import torch
 
     with torch.random.fork_rng(devices=[]):  # the student's dropout and batch order must not depend on the teacher
-        teacher = build_model(cfg, dataset, rc["max_len"])
+        teacher = build_model(cfg, dataset, window)
     load_weights(teacher, str(weights))
     logger.info("distilling from %s (%s)", run, name)
     return teacher
@@ -167,14 +168,14 @@ def run_sequence_model(name: str, dataset: RecDataset, budget_minutes: float, ar
     args._dataset_name = dataset.name
     tcfg = train_config(name, budget_minutes, args)
     mcfg = resolved_model_config(name, args, dataset)
-    data = sequence_data(dataset, tcfg.max_len, with_times=needs_times(mcfg))
+    data = sequence_data(dataset, tcfg.max_history, with_times=needs_times(mcfg))
     seed_everything(tcfg.seed)
-    model = build_model(mcfg, dataset, tcfg.max_len)
-    run_config = {"model": name, "dataset": dataset.name, "config": dataclasses.asdict(mcfg), "max_len": tcfg.max_len}
+    model = build_model(mcfg, dataset, tcfg.max_history)
+    run_config = {"model": name, "dataset": dataset.name, "config": dataclasses.asdict(mcfg), "max_history": tcfg.max_history}
     if tcfg.eval_negatives:  # model selection ran on this protocol: a checkpoint of another must not resume
         run_config["protocol"] = protocol_name(tcfg.eval_negatives)
         run_config["eval_negatives_seed"] = tcfg.eval_negatives_seed
-    teacher = (load_teacher(tcfg.distill_from, dataset, tcfg.max_len, needs_times(mcfg))
+    teacher = (load_teacher(tcfg.distill_from, dataset, tcfg.max_history, needs_times(mcfg))
                if tcfg.distill_from else None)
     if teacher is not None:  # a resumed checkpoint must have learnt from the same teacher
         run_config["distill"] = {"from": str(Path(tcfg.distill_from).resolve()), "temperature": tcfg.distill_temperature,
@@ -197,7 +198,7 @@ for _name in MODEL_DEFAULTS:
 def run_popularity(dataset: RecDataset, budget_minutes: float, args: argparse.Namespace) -> dict[str, Any]:
     tcfg = train_config("popularity", budget_minutes, args)
     protocol = protocol_name(tcfg.eval_negatives)
-    data = sequence_data(dataset, tcfg.max_len)
+    data = sequence_data(dataset, tcfg.max_history)
     negatives = data.eval_negatives(tcfg.eval_negatives, tcfg.eval_negatives_seed) if tcfg.eval_negatives else None
     start = time.perf_counter()
     model = Popularity(data)

@@ -12,6 +12,7 @@ from typing import Any
 
 from genrec.baselines.sampled_eval import protocol_name
 from genrec.baselines.trainer import TrainConfig
+from genrec.utils.fields import RENAMED, canonical
 
 PRESETS_FILE = Path(__file__).resolve().parents[1] / "configs" / "baselines" / "presets.toml"
 
@@ -37,7 +38,7 @@ def load_presets(path: str | Path = PRESETS_FILE) -> tuple[dict[str, Any], dict[
     models, train = {}, {}
     for name, entry in raw.items():
         entry = dict(entry)
-        kind, overrides = entry.pop("model", None), entry.pop("train", {})
+        kind, overrides = entry.pop("model", None), canonical(entry.pop("train", {}), f"{path}: [{name}] train")
         if kind not in kinds:
             raise ValueError(f"{path}: [{name}] model = {kind!r}; expected one of {', '.join(kinds)}")
         cls = kinds[kind]
@@ -51,8 +52,8 @@ def load_presets(path: str | Path = PRESETS_FILE) -> tuple[dict[str, Any], dict[
 
 # Per-entry model configs and training defaults (on top of TrainConfig's): genrec/configs/baselines/presets.toml
 MODEL_DEFAULTS, TRAIN_DEFAULTS = load_presets()
-TRAIN_FLAGS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip", "max_len", "max_steps",
-               "group_batches", "eval_every", "patience", "eval_batch_size", "eval_negatives", "eval_negatives_seed",
+TRAIN_FLAGS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "max_grad_norm", "max_history", "max_steps",
+               "group_batches", "eval_every_epochs", "patience", "eval_batch_size", "eval_negatives", "eval_negatives_seed",
                "seed", "cpu", "budget_clock", "distill_from", "distill_temperature", "distill_alpha")
 
 
@@ -81,6 +82,7 @@ def apply_overrides(obj: Any, name: str, overrides: list[str] | None) -> Any:
         target, _, field = key.rpartition(".")
         if target and target != name:
             continue
+        field = RENAMED.get(field, field) if field not in fields else field
         if field in fields:
             changes[field] = _convert(value, fields[field], key)
     return dataclasses.replace(obj, **changes)
@@ -90,7 +92,7 @@ def train_config(name: str, budget_minutes: float, args: argparse.Namespace) -> 
     cfg = dataclasses.replace(TrainConfig(), **TRAIN_DEFAULTS.get(name, {}))
     cfg = apply_overrides(cfg, name, getattr(args, "set", None))
     flags = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
-    cfg = dataclasses.replace(cfg, **flags, budget_minutes=budget_minutes)
+    cfg = dataclasses.replace(cfg, **flags, time_budget_minutes=budget_minutes)
     ckpt = getattr(args, "checkpoint_dir", None)
     if getattr(args, "output_dir", None):  # one run, folder named by the user
         cfg = dataclasses.replace(cfg, output_dir=str(args.output_dir))

@@ -3,7 +3,7 @@
 - Data: shuffled training rows; the permutation of epoch ``e`` comes from ``seed`` and ``e``, so
   a resumed run sees the same batches. With several processes every rank takes its share of each
   global batch (``rows[rank::world]``), DDP averages the gradients.
-- Model selection: validation NDCG@10 every ``eval_every`` epochs and when training stops; the
+- Model selection: validation NDCG@10 every ``eval_every_epochs`` epochs and when training stops; the
   best weights are kept and the test split is scored with them. Both splits use one protocol:
   full ranking, or with ``eval_negatives`` N > 0 the target among N fixed sampled negatives
   (``genrec.baselines.sampled_eval``).
@@ -33,6 +33,7 @@ from genrec.baselines.data import NegativeSampler, SequenceData, eval_batches_wi
 from genrec.baselines.sampled_eval import EvalNegatives, protocol_name, ranks_among_candidates
 from genrec.data import Sample
 from genrec.metrics import TABLE_KS, metrics_from_ranks, ranks_from_scores
+from genrec.utils.batching import length_grouped
 from genrec.utils.engine import Client, Engine, LoopConfig, LoopState, StepOutput
 from genrec.utils.malloc import reuse_freed_memory
 
@@ -48,13 +49,13 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 0  # linear warm-up, then constant (a time budget has no known end for a decay)
-    grad_clip: float = 0.0  # 0 = off
-    max_len: int = 50  # history / training window; 50 is customary for SASRec-style baselines
-    budget_minutes: float = 0.0  # training budget incl. validation; 0 = none
+    max_grad_norm: float = 0.0  # 0 = off
+    max_history: int = 50  # history / training window; 50 is customary for SASRec-style baselines
+    time_budget_minutes: float = 0.0  # training budget incl. validation; 0 = none
     budget_clock: str = "wall"  # wall, or cpu (this process's CPU time, which other jobs on the machine do not shrink)
     max_steps: int = 0  # 0 = none
     group_batches: int = 50  # length-grouped batching: sort pools of this many batches by length (1 = off)
-    eval_every: int = 1  # epochs between validation runs
+    eval_every_epochs: int = 1  # epochs between validation runs
     patience: int = 10  # validation runs without improvement before stopping
     eval_batch_size: int = 1024
     eval_negatives: int = 0  # 0 = full ranking; N = rank the target among N sampled negatives
@@ -135,8 +136,8 @@ class Trainer(Client):
 
     def __init__(self, model: SeqRecModel, data: SequenceData, cfg: TrainConfig, run_config: dict | None = None,
                  teacher: SeqRecModel | None = None):
-        if cfg.batch_size < 1 or cfg.epochs < 0 or cfg.eval_every < 1 or cfg.patience < 1:
-            raise ValueError("batch_size, eval_every and patience must be positive and epochs non-negative")
+        if cfg.batch_size < 1 or cfg.epochs < 0 or cfg.eval_every_epochs < 1 or cfg.patience < 1:
+            raise ValueError("batch_size, eval_every_epochs and patience must be positive and epochs non-negative")
         if not cfg.distill_temperature > 0 or not 0 <= cfg.distill_alpha <= 1:
             raise ValueError(f"distillation needs temperature > 0 and alpha in [0, 1], got "
                              f"{cfg.distill_temperature} and {cfg.distill_alpha}")
@@ -210,10 +211,8 @@ class Trainer(Client):
     def epoch_batches(self, epoch: int) -> list[torch.Tensor]:
         """Global batches of row indices for ``epoch`` (a pure function of seed and epoch).
 
-        Length-grouped: rows are shuffled, cut into pools of ``group_batches`` batches, sorted by
-        length inside a pool, batched, and the batches shuffled. Most users have short histories,
-        so a random batch would be padded to the longest one; grouping saves most of that work.
-        Batches too small to give every process a row are left out.
+        Length-grouped (``genrec.utils.batching.length_grouped``) in pools of ``group_batches``
+        batches. Batches too small to give every process a row are left out.
         """
         cfg = self.cfg
         world = self.accelerator.num_processes
@@ -221,13 +220,9 @@ class Trainer(Client):
         order = torch.randperm(self.data.num_train_rows, generator=g)
         if cfg.group_batches <= 1:
             return [b for b in order.split(cfg.batch_size) if b.numel() >= world]
-        lengths = self.data.lengths
-        batches = []
-        for pool in order.split(cfg.batch_size * cfg.group_batches):
-            pool = pool[torch.argsort(lengths[pool], descending=True, stable=True)]
-            batches.extend(pool.split(cfg.batch_size))
-        batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
-        return [b for b in batches if b.numel() >= world]
+        batches = length_grouped(order.numpy(), self.data.lengths.numpy(), cfg.batch_size, cfg.group_batches,
+                                 lambda n: torch.randperm(n, generator=g).numpy())
+        return [torch.from_numpy(b) for b in batches if len(b) >= world]
 
     def train_step(self, batch: torch.Tensor, state: LoopState) -> StepOutput:
         cfg, acc = self.cfg, self.accelerator
@@ -241,8 +236,8 @@ class Trainer(Client):
         times = None if times is None else times.to(acc.device)
         loss = self.model(inputs.to(acc.device), targets.to(acc.device), negatives, times, distill=self.distill)
         acc.backward(loss)
-        if cfg.grad_clip > 0:
-            acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        if cfg.max_grad_norm > 0:
+            acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -260,8 +255,8 @@ class Trainer(Client):
         if self.data.num_train_rows == 0:
             raise ValueError("no training pairs: every user's training part has fewer than 2 items")
         steps_per_epoch = len(self.epoch_batches(0))
-        loop = LoopConfig(epochs=cfg.epochs, max_steps=cfg.max_steps, time_budget_minutes=cfg.budget_minutes,
-                          budget_clock=cfg.budget_clock, eval_every_epochs=cfg.eval_every, patience=cfg.patience,
+        loop = LoopConfig(epochs=cfg.epochs, max_steps=cfg.max_steps, time_budget_minutes=cfg.time_budget_minutes,
+                          budget_clock=cfg.budget_clock, eval_every_epochs=cfg.eval_every_epochs, patience=cfg.patience,
                           select_metric=SELECT_METRIC, select_mode="max", progress=acc.is_main_process,
                           desc="train")
         engine = Engine(self, loop, self.out, steps_per_epoch=steps_per_epoch, accelerator=acc)

@@ -48,7 +48,7 @@ def test_every_baseline_trains_one_epoch(timed, name):
 
 def test_sasrec_beats_popularity_after_short_training(syn):
     pop = MODELS["popularity"](syn, 0.0, _args())
-    sas = MODELS["sasrec"](syn, 0.0, _args(epochs=15, batch_size=64, lr=1e-2, eval_every=5, set=["dropout=0.2"]))
+    sas = MODELS["sasrec"](syn, 0.0, _args(epochs=15, batch_size=64, lr=1e-2, eval_every_epochs=5, set=["dropout=0.2"]))
     # measured: about 3x popularity's NDCG@10 (0.52 vs 0.18) on both splits
     assert sas["valid"]["NDCG@10"] > 2 * pop["valid"]["NDCG@10"]
     assert sas["NDCG@10"] > 2 * pop["NDCG@10"]
@@ -261,7 +261,7 @@ def test_two_cpu_processes_train_and_gather_every_user(synthetic_root, tmp_path)
 def test_sasrec_beats_popularity_on_instruments(shared_data):
     ds = load_dataset(shared_data, "Instruments")
     pop = MODELS["popularity"](ds, 0.0, _args())
-    sas = MODELS["sasrec"](ds, 3.0, _args(threads=1))
+    sas = MODELS["sasrec"](ds, 3.0, _args(num_threads=1))
     assert sas["NDCG@10"] > 2 * pop["NDCG@10"]
 
 
@@ -300,7 +300,7 @@ def test_presets_come_from_the_checked_in_toml_and_bad_ones_name_the_entry(tmp_p
     models, train = load_presets()
     assert PRESETS_FILE.name == "presets.toml" and set(models) == set(train) == set(TRAIN_DEFAULTS)
     assert models["sasrec-bce"] == SASRecConfig(loss="bce", dropout=0.3)
-    assert train["sasrec-bce"] == {"batch_size": 128, "lr": 1e-3, "eval_every": 5, "patience": 8}
+    assert train["sasrec-bce"] == {"batch_size": 128, "lr": 1e-3, "eval_every_epochs": 5, "patience": 8}
     for body, message in (('[x]\nmodel = "lstm"\n', "model = 'lstm'"),
                           ('[x]\nmodel = "sasrec"\nhiden = 3\n', "unknown settings \\['hiden'\\]"),
                           ('[x]\nmodel = "gpt"\ntrain = { learning_rate = 1 }\n', "train.learning_rate"),

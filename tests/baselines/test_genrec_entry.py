@@ -18,7 +18,7 @@ torch.set_num_threads(1)
 
 def _args(**kw) -> argparse.Namespace:
     base = dict(set=["genrec.preset=tiny", "genrec.eval_users=16", "genrec.beams=5", "genrec.batch_size=64"],
-                seed=0, cpu=True, threads=1, epochs=1)
+                seed=0, cpu=True, num_threads=1, epochs=1)
     base.update(kw)
     return argparse.Namespace(**base)
 

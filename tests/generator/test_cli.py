@@ -49,4 +49,25 @@ def test_the_same_setting_has_the_same_flag_in_the_generator_and_the_baselines()
         ns = build_parser("finetune").parse_args(argv)
         assert (ns.time_budget_minutes, ns.num_threads, ns.max_grad_norm) == (3.0, 1, 0.5)
         bs = baselines_parser().parse_args(["train", "--model", "sasrec", "--dataset", "X", *argv])
-        assert (bs.budget_minutes, bs.threads, bs.grad_clip) == (3.0, 1, 0.5)
+        assert (bs.time_budget_minutes, bs.num_threads, bs.max_grad_norm) == (3.0, 1, 0.5)
+
+
+def test_one_field_name_per_setting_and_earlier_names_still_read():
+    import dataclasses
+
+    from genrec.baselines.settings import apply_overrides
+    from genrec.baselines.trainer import TrainConfig as BaselineConfig
+    from genrec.training import TrainConfig as GeneratorConfig
+    from genrec.utils.fields import RENAMED, canonical
+    from index.config import TrainConfig as QuantizerTrainConfig
+    from index.train import build_parser as index_parser
+
+    names = [{f.name for f in dataclasses.fields(c)} for c in (GeneratorConfig, BaselineConfig, QuantizerTrainConfig)]
+    assert not any(old in n for n in names for old in RENAMED)  # no config keeps an earlier name
+    assert apply_overrides(BaselineConfig(), "sasrec", ["grad_clip=0.5", "max_len=7"]).max_grad_norm == 0.5
+    q = QuantizerTrainConfig.from_dict({"datasets": ["X"], "grad_clip": 1.0, "threads": 2, "eval_every": 3})
+    assert (q.max_grad_norm, q.num_threads, q.eval_every_epochs) == (1.0, 2, 3)
+    ns = index_parser().parse_args(["--grad-clip", "2", "--threads", "1", "--eval-every", "4"])
+    assert (ns.max_grad_norm, ns.num_threads, ns.eval_every_epochs) == (2.0, 1, 4)
+    with pytest.raises(ValueError, match="both grad_clip and max_grad_norm"):
+        canonical({"grad_clip": 1, "max_grad_norm": 2}, "cfg.json")

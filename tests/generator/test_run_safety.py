@@ -142,7 +142,7 @@ def tiny(tmp_path_factory):
     ("--max-users", "-3", "--max-users must be >= 0"),
     ("--beams", "0", "--beams must be >= 1"),
     ("--topk", "-1", "--topk must be >= 1"),
-    ("--threads", "-2", "--threads must be >= 0"),
+    ("--threads", "-2", "--num-threads must be >= 0"),
     ("--seed", "-1", "--seed must be >= 0"),
 ])
 def test_evaluate_rejects_out_of_range_numbers(tiny, tmp_path, capsys, flag, value, needle):
@@ -188,7 +188,7 @@ def test_fusion_reads_the_subset_files_evaluate_wrote(tiny, tmp_path):
 @pytest.mark.parametrize("argv,needle", [
     (["text", "--batch-size", "0"], "argument --batch-size: must be >= 1, got 0"),
     (["text", "--max-length", "-1"], "argument --max-length: must be >= 1"),
-    (["text", "--threads", "-1"], "argument --threads: must be >= 0"),
+    (["text", "--threads", "-1"], "argument --num-threads/--threads: must be >= 0"),
 ])
 def test_embed_rejects_out_of_range_numbers(tmp_path, capsys, argv, needle):
     from index.embed import main as embed_main
