@@ -121,7 +121,7 @@ def _sasrec_point(dataset, budget: float, args: argparse.Namespace) -> dict[str,
 
 def variant_config(dataset, model: str, args: argparse.Namespace, codes: dict[str, str]):
     """The results entry's config of one ladder rung on one dataset (``--set`` overrides applied)."""
-    from genrec.baselines.genrec_entry import GenRecEntryConfig
+    from benchmarks.genrec_entry import GenRecEntryConfig
     from genrec.baselines.settings import apply_overrides
 
     lever = dict(VARIANTS[model])
@@ -145,7 +145,7 @@ def variant_config(dataset, model: str, args: argparse.Namespace, codes: dict[st
 
 
 def _genrec_point(dataset, model: str, budget: float, args: argparse.Namespace, codes: dict[str, str]) -> dict[str, Any]:
-    from genrec.baselines.genrec_entry import evaluate_genrec_run, genrec_train_config
+    from benchmarks.genrec_entry import evaluate_genrec_run, genrec_train_config
     from genrec.model import load_model
     from genrec.training import TrainConfig, train
 

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import convergence
-    from genrec.baselines.genrec_entry import evaluate_genrec_run
+    from benchmarks.genrec_entry import evaluate_genrec_run
     from genrec.data import load_dataset
 
     torch.set_num_threads(args.threads)

@@ -38,6 +38,7 @@ if str(REPO) not in sys.path:  # run as a script from a checkout that is not pip
 from genrec.baselines.cli import add_train_flags, open_dataset
 from genrec.baselines.features import NotApplicable
 from genrec.baselines.registry import METRIC_KEYS, MODELS, check_overrides
+import benchmarks.genrec_entry  # noqa: E402,F401  (registers the genrec entry)
 from genrec.baselines.settings import eval_protocol
 from genrec.data import DataError
 from genrec.utils.io import atomic_write_json, atomic_write_text

@@ -25,7 +25,6 @@ from genrec.metrics import TABLE_KS
 from genrec.baselines.base import SeqRecModel
 from genrec.baselines.data import SequenceData
 from genrec.baselines.features import load_features, resolve_embedding
-from genrec.baselines.genrec_entry import GenRecEntryConfig, run_genrec
 from genrec.baselines.settings import MODEL_DEFAULTS, apply_overrides, train_config
 from genrec.baselines.id_gpt import IdGPT, IdGPTConfig
 from genrec.baselines.mm_transformer import MmTransformer4Rec, MmTransformerConfig
@@ -42,11 +41,17 @@ logger = logging.getLogger(__name__)
 RunFn = Callable[[RecDataset, float, argparse.Namespace], dict[str, Any]]
 MODELS: dict[str, RunFn] = {}
 
-# Entries with their own settings dataclass (not trained by the baselines' Trainer).
-ENTRY_CONFIGS: dict[str, type] = {"genrec": GenRecEntryConfig}
-def register(name: str) -> Callable[[RunFn], RunFn]:
+# Entries with their own settings dataclass (not trained by the baselines' Trainer), such as the
+# generator's entry that benchmarks/genrec_entry.py registers.
+ENTRY_CONFIGS: dict[str, type] = {}
+
+
+def register(name: str, config: type | None = None) -> Callable[[RunFn], RunFn]:
+    """Add an entry; ``config``: its own settings dataclass, which ``--set NAME.FIELD=`` addresses."""
     def wrap(fn: RunFn) -> RunFn:
         MODELS[name] = fn
+        if config is not None:
+            ENTRY_CONFIGS[name] = config
         return fn
     return wrap
 
@@ -210,7 +215,5 @@ def run_popularity(dataset: RecDataset, budget_minutes: float, args: argparse.Na
                valid={k: v for k, v in valid.items() if k != "users"})
     return out
 
-
-register("genrec")(run_genrec)
 
 METRIC_KEYS = [f"HR@{k}" for k in TABLE_KS] + [f"NDCG@{k}" for k in TABLE_KS if k > 1]

@@ -91,7 +91,7 @@ def _rung_args(tmp_path, **kw):
 def test_every_rung_trains_one_epoch_on_the_fixture(synthetic_root, tmp_path, model):
     import dataclasses
 
-    from genrec.baselines.genrec_entry import genrec_train_config
+    from benchmarks.genrec_entry import genrec_train_config
     from genrec.training import train
 
     conv = load_benchmark("convergence")
@@ -123,7 +123,7 @@ def test_every_rung_trains_one_epoch_on_the_fixture(synthetic_root, tmp_path, mo
 def test_the_distilled_student_rung_trains_from_a_teacher_run(synthetic_root, tmp_path):
     import dataclasses
 
-    from genrec.baselines.genrec_entry import genrec_train_config
+    from benchmarks.genrec_entry import genrec_train_config
     from genrec.training import train
 
     conv = load_benchmark("convergence")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import benchmarks.genrec_entry  # noqa: F401  (registers the genrec entry)
 from genrec.baselines.registry import MODELS, check_overrides
 from genrec.data import codes_to_json, format_code, load_dataset
 
@@ -85,7 +86,7 @@ def test_genrec_settings_are_checked():
 
 
 def test_code_files_with_the_same_name_get_their_own_run_folder(tmp_path):
-    from genrec.baselines.genrec_entry import _codes_tag
+    from benchmarks.genrec_entry import _codes_tag
 
     a = tmp_path / "mql4grec" / "Scientific.index.json"
     b = tmp_path / "rqvae_native" / "Scientific.index.json"
@@ -95,7 +96,7 @@ def test_code_files_with_the_same_name_get_their_own_run_folder(tmp_path):
 
 
 def test_entry_defaults_are_the_cpu_recipe():
-    from genrec.baselines.genrec_entry import GenRecEntryConfig
+    from benchmarks.genrec_entry import GenRecEntryConfig
     from genrec.recipes import load_recipe
 
     cpu, entry = load_recipe("cpu", "finetune"), GenRecEntryConfig()
@@ -106,7 +107,7 @@ def test_entry_defaults_are_the_cpu_recipe():
 
 
 def test_anneal_budget_decays_over_the_budget_or_the_given_horizon(root, tmp_path):
-    from genrec.baselines.genrec_entry import GenRecEntryConfig, genrec_train_config
+    from benchmarks.genrec_entry import GenRecEntryConfig, genrec_train_config
 
     ds = load_dataset(root, "Synthetic")
     cfg = GenRecEntryConfig(scheduler="cosine", anneal="budget")

@@ -1,4 +1,5 @@
-"""The generative recommender as a row of the results benchmark (``--models genrec``).
+"""The generative recommender as a row of the results benchmark (``--models genrec``), registered
+in the baselines' registry when this module is imported (``benchmarks/results.py`` does).
 
 Trains the multi-task T5 (``genrec.training``, finetune mode, no pretraining) on one dataset under
 the benchmark's budget, then decodes the test split with the trie-constrained beam search: text
@@ -234,3 +235,12 @@ def _count_params(run_dir: Path) -> int:
 
     run = load_run(run_dir, device="cpu")
     return sum(p.numel() for p in run.model.parameters())
+
+
+def _register() -> None:
+    from genrec.baselines.registry import register
+
+    register("genrec", config=GenRecEntryConfig)(run_genrec)
+
+
+_register()
