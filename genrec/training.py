@@ -837,36 +837,16 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> di
 
 
 # -- command line --------------------------------------------------------------------------------
-def _list(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-# The same setting spelt the way the baselines' and the quantizer's CLIs spell it is accepted too.
-FLAG_ALIASES = {"datasets": ("--dataset",), "time_budget_minutes": ("--budget-minutes",),
-                "num_threads": ("--threads",), "max_grad_norm": ("--grad-clip",)}
-
-
 def build_parser(mode: str) -> argparse.ArgumentParser:
     """Flags for every TrainConfig field; only flags actually given end up in the namespace."""
-    defaults = default_config(mode)
+    from genrec.utils.cli_args import add_dataclass_flags
+
     doc = {"pretrain": "Multi-task T5 pretraining on one or more datasets (shared code tokens).",
            "finetune": "Multi-task T5 finetuning on a target dataset, optionally from a pretrained run."}[mode]
     p = argparse.ArgumentParser(prog=f"genrec.{mode}", description=doc, argument_default=argparse.SUPPRESS,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in ("mode", "recipe"):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        help_text = f.metadata.get("help", "") + f" (default: {','.join(default) if isinstance(default, list) else default})"
-        names = [flag, *FLAG_ALIASES.get(f.name, ())]
-        if isinstance(default, bool):
-            p.add_argument(*names, action=argparse.BooleanOptionalAction, help=help_text)
-        elif isinstance(default, list):
-            p.add_argument(*names, type=_list, dest=f.name, help=help_text)
-        else:
-            typ = {"dropout": float}.get(f.name) or (type(default) if default is not None else str)
-            p.add_argument(*names, type=typ, dest=f.name, help=help_text)
+    add_dataclass_flags(p, TrainConfig, defaults=default_config(mode), skip=("mode", "recipe"),
+                        aliases={"datasets": ("--dataset",)})
     p.add_argument("--resume", action="store_true", default=False,
                    help="continue --run from its last checkpoint (flags given now override the saved config)")
     from genrec.recipes import available

@@ -161,52 +161,18 @@ def _known(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# -- argparse glue --------------------------------------------------------------------------
-def _parser_for(tp: Any):
-    """Return (argparse type, is_bool) for a field annotation."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is typing.Union or (origin is not None and type(None) in args):
-        inner = [a for a in args if a is not type(None)]
-        return _parser_for(inner[0])
-    if origin is tuple:
-        elem = args[0]
-
-        def parse(s: str, elem=elem) -> tuple:
-            try:
-                return tuple(elem(x.strip()) for x in s.split(",") if x.strip())
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"expected comma-separated {elem.__name__} values, got {s!r}") from None
-        return parse, False
-    if tp is bool:
-        return None, True
-    return tp, False
-
-
+# -- argparse glue (the shared helper) ----------------------------------------------------------
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: typing.Collection[str] = ()) -> None:
-    """One flag per field (defaults stay None so only flags actually given override the config)."""
-    hints = typing.get_type_hints(cls)
-    group = parser.add_argument_group(cls.__name__)
-    for f in dataclasses.fields(cls):
-        if f.name in skip or dataclasses.is_dataclass(hints[f.name]):
-            continue
-        conv, is_bool = _parser_for(hints[f.name])
-        from genrec.utils.fields import RENAMED
+    """One flag per field; only flags actually given override the config."""
+    from genrec.utils.cli_args import add_dataclass_flags
 
-        flag = "--" + f.name.replace("_", "-")
-        # earlier names of the field stay accepted on the command line
-        flags = [flag, *("--" + old.replace("_", "-") for old, new in RENAMED.items() if new == f.name)]
-        default = f.default if f.default is not dataclasses.MISSING else None
-        help = f"{f.metadata.get('help', '')} (default: {default})"
-        if is_bool:
-            group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help)
-        else:
-            group.add_argument(*flags, dest=f.name, type=conv, default=None, help=help)
+    add_dataclass_flags(parser, cls, skip=skip, group=cls.__name__)
 
 
 def overrides_from_args(args: argparse.Namespace, cls: type) -> dict[str, Any]:
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
-            if getattr(args, f.name, None) is not None}
+    from genrec.utils.cli_args import given_flags
+
+    return given_flags(args, cls)
 
 
 def load_json_config(path: str | Path) -> dict[str, Any]:
