@@ -7,11 +7,9 @@ process and reads the child's ``getrusage``: user and system seconds, minor page
 and the training steps it reached. ``default`` is glibc's own allocation behaviour
 (``GENREC_REUSE_FREED_MEMORY=0``), ``reuse`` the trainer's setting (``genrec.utils.malloc``).
 A fixed budget means the variants train different numbers of steps; compare the per-step figures.
-Both variants use the chunked full-softmax loss (``genrec.baselines.chunked_ce``). Before it and the
-heap reuse (commit 5918c34), ``/usr/bin/time -v`` of the same training command measured 83.6 s user,
-45.5 s system (35%), 16.8 M minor page faults, 2.2 GB peak RSS, 312 steps; heap reuse alone (with
-``F.cross_entropy``) 119.5 s user, 6.3 s system (5%), 0.70 M faults, 2.8 GB, 457 steps. The machine
-is shared: user seconds per step vary with its load (load average 5-9 during the committed run).
+Both variants use the chunked full-softmax loss (``genrec.baselines.chunked_ce``); the figures
+measured before it and the heap reuse are kept in the results file (``earlier_measurements``). The
+machine is shared: user seconds per step vary with its load.
 Writes ``benchmarks/results/cpu_split_<model>_<dataset>.json``.
 """
 
@@ -91,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(v, json.dumps(results["runs"][v]), flush=True)
     results["note"] = "CPU shared with other jobs: wall times are indicative; user/system split is per process"
+    if out.is_file():  # figures of earlier versions of the code stay with the new ones
+        earlier = json.loads(out.read_text(encoding="utf-8")).get("earlier_measurements")
+        if earlier:
+            results["earlier_measurements"] = earlier
     atomic_write_json(out, results, indent=1)
     print(out)
     return 0
