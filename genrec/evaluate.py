@@ -37,26 +37,30 @@ logger = logging.getLogger("genrec.evaluate")
 
 
 
+def _h(default, text: str):
+    return field(default=default, metadata={"help": text})
+
+
 @dataclass
 class EvalConfig:
-    ckpt: str = ""
-    dataset: str = "Synthetic"
-    task: str = "seqrec"
-    direction: int | None = None
-    split: str = "test"
-    beams: int = 20
-    topk: int = 20
-    batch_size: int = 0          # 0: 32 on CPU, 256 on GPU
-    checkpoint: str = "best"
-    data_root: str | None = None
-    max_users: int = 0           # 0: all users; else a seeded random subset (quick checks)
-    seed: int = 0
-    cpu: bool = False
-    num_threads: int = 0
-    out_dir: str | None = None   # default <ckpt>/eval
-    progress: bool = True
-    overwrite: bool = False      # replace a result file produced with other settings
-    ks: tuple[int, ...] = field(default=DEFAULT_KS)
+    ckpt: str = _h("", "run folder log/<run> (config.json, tokenizer/, best/); required")
+    dataset: str = _h("Synthetic", "dataset name under the data root")
+    task: str = _h("seqrec", "sequence task: seqrec (text), seqimage (image), ...")
+    direction: int | None = _h(None, "direction of a two-way fusion task (0 or 1)")
+    split: str = _h("test", "test or valid")
+    beams: int = _h(20, "beam size")
+    topk: int = _h(20, "items kept per user (<= beams unless codes are shared)")
+    batch_size: int = _h(0, "users per decoding batch (0: 32 on CPU, 256 on GPU)")
+    checkpoint: str = _h("best", "best, last, or a sub-folder of the run")
+    data_root: str | None = _h(None, "override the run's data root")
+    max_users: int = _h(0, "evaluate a seeded random subset of users (0 = all users)")
+    seed: int = _h(0, "seed of the --max-users subset")
+    cpu: bool = _h(False, "decode on the CPU even when a GPU is present")
+    num_threads: int = _h(0, "torch CPU threads (0 = default)")
+    out_dir: str | None = _h(None, "where to write results (default <ckpt>/eval)")
+    progress: bool = _h(True, "show a progress bar")
+    overwrite: bool = _h(False, "replace a result file produced with other settings")
+    ks: tuple[int, ...] = _h(DEFAULT_KS, "HR@K / NDCG@K cut-offs")
 
 
 def result_stem(dataset: str, task_name: str, split: str, *, max_users: int = 0, seed: int = 0,
@@ -203,33 +207,23 @@ def run_evaluation(cfg: EvalConfig, accelerator=None) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = EvalConfig()
+    from genrec.utils.cli_args import add_dataclass_flags
+
     p = argparse.ArgumentParser(prog="python -m genrec.evaluate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="run folder log/<run> (config.json, tokenizer/, best/)")
-    p.add_argument("--dataset", default=d.dataset, help="dataset name under the data root")
-    p.add_argument("--task", default=d.task, help="sequence task: seqrec (text), seqimage (image), ...")
-    p.add_argument("--direction", type=int, default=None, help="direction of a two-way fusion task (0 or 1)")
-    p.add_argument("--split", default=d.split, choices=["test", "valid"])
-    p.add_argument("--beams", type=int, default=d.beams, help="beam size")
-    p.add_argument("--topk", type=int, default=d.topk, help="items kept per user (<= beams unless codes are shared)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="users per decoding batch (0: auto)")
-    p.add_argument("--checkpoint", default=d.checkpoint, help="best, last, or a sub-folder of the run")
-    p.add_argument("--data-root", default=None, help="override the run's data root")
-    p.add_argument("--max-users", type=int, default=d.max_users, help="evaluate a random subset (0 = all users)")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the --max-users subset")
-    p.add_argument("--cpu", action="store_true", help="decode on the CPU even when a GPU is present")
-    p.add_argument("--num-threads", "--threads", dest="num_threads", type=int, default=d.num_threads, help="torch CPU threads (0 = default)")
-    p.add_argument("--out-dir", default=None, help="where to write results (default <ckpt>/eval)")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
-    p.add_argument("--overwrite", action="store_true", help="replace a result file produced with other settings")
+    add_dataclass_flags(p, EvalConfig)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from genrec.utils.cli_args import given_flags
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = EvalConfig(**{k: v for k, v in vars(args).items() if k in EvalConfig.__dataclass_fields__})
+    cfg = EvalConfig(**given_flags(args, EvalConfig))
+    if not cfg.ckpt:
+        parser.error("the following arguments are required: --ckpt")
     try:
         record = run_evaluation(cfg)
     except (DataError, ValueError, FileNotFoundError) as e:
