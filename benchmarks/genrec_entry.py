@@ -75,6 +75,7 @@ class GenRecEntryConfig:
     prefix_training: bool = False   # every target of a user window in one causal pass (seqrec/seqimage only)
     text_codebooks: str = ""        # semantic init from this quantizer run (the one that produced text_codes)
     dropout: float = -1.0           # < 0: the preset's own (0.1)
+    dropout_free_minutes: float = 0.0  # no dropout for the first M CPU/wall minutes of the budget clock
     init: str = ""                  # start from this pretraining run (same code vocabulary; its preset wins)
     scheduler: str = "constant"     # or cosine / linear: decay after warmup, over `epochs`
     epochs: int = 0                 # 0: the caller's epoch cap (a decaying schedule needs a real horizon)
@@ -133,6 +134,7 @@ def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minu
         "finetune", **common, tasks=tasks, max_history=cfg.max_history, preset=cfg.preset, objective=cfg.objective,
         item_inputs=cfg.item_inputs, prefix_training=cfg.prefix_training, epochs=cfg.epochs or epochs,
         dropout=cfg.dropout if cfg.dropout >= 0 else None,
+        dropout_free_minutes=cfg.dropout_free_minutes,
         batch_size=cfg.batch_size, micro_batch_size=cfg.batch_size, lr=cfg.lr, scheduler=cfg.scheduler,
         anneal_minutes=horizon, warmup_ratio=0.0, warmup_epochs=cfg.warmup_epochs, select_metric="ndcg@10")
 

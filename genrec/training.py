@@ -83,6 +83,9 @@ class TrainConfig:
     item_inputs: str = field(default="tokens", metadata=_help(
         "tokens: every code token is an encoder position (published); pooled: one encoder position per history item"))
     dropout: float | None = field(default=None, metadata=_help("override the model's dropout rate"))
+    dropout_free_minutes: float = field(default=0.0, metadata=_help(
+        "train without dropout for the first M minutes on the budget clock, then with the model's rate "
+        "(no dropout learns fastest early, then overfits)"))
     init: str | None = field(default=None, metadata=_help("start from this run folder (log/<run>) or model folder"))
     distill_from: str | None = field(default=None, metadata=_help(
         "teacher run or model folder (same vocabulary): mix the hard loss with the KL divergence to its softened distribution"))
@@ -194,6 +197,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"lr must be positive, got {cfg.lr}")
     if not 0 <= cfg.warmup_ratio < 1:
         raise ValueError(f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
+    if cfg.dropout_free_minutes < 0:
+        raise ValueError(f"dropout_free_minutes must be >= 0, got {cfg.dropout_free_minutes}")
     if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
         raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
     if cfg.scheduler not in SCHEDULERS:
@@ -773,6 +778,21 @@ class Trainer(Client):
     def on_step_end(self, state: LoopState) -> None:
         if self.cfg.anneal_minutes > 0:
             self._update_anneal_progress()
+        if self.cfg.dropout_free_minutes > 0:
+            self._set_dropout(state)
+
+    def on_epoch_start(self, epoch: int, state: LoopState) -> None:
+        if self.cfg.dropout_free_minutes > 0:
+            self._set_dropout(state)  # also right after a resume
+
+    def _set_dropout(self, state: LoopState) -> None:
+        used = state.train_cpu_seconds if self.cfg.budget_clock == "cpu" else state.train_seconds
+        if self.world > 1:  # one decision for every replica
+            used = float(self.acc.reduce(torch.tensor([used], device=self.acc.device), reduction="mean").item())
+        p = 0.0 if used < self.cfg.dropout_free_minutes * 60 else float(self.acc.unwrap_model(self.model).config.dropout_rate)
+        for m in self.model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = p
 
     def save_model(self, folder: Path, best: bool) -> None:
         self.acc.unwrap_model(self.model).save_pretrained(str(folder))

@@ -217,6 +217,20 @@ def test_time_budget_stops_with_a_resumable_checkpoint(root, tmp_path):
     assert not json.loads((run / "last" / "trainer_state.json").read_text())["finished"]
 
 
+def test_dropout_free_start_switches_dropout_on_at_its_minute(root, tmp_path):
+    from genrec.utils.engine import LoopState
+
+    tr = Trainer(_cfg(root, tmp_path, run="dfree", dropout=0.2, dropout_free_minutes=1.0, max_steps=2))
+    drops = [m for m in tr.model.modules() if isinstance(m, torch.nn.Dropout)]
+    tr._set_dropout(LoopState(train_seconds=59.0))
+    assert drops and all(m.p == 0.0 for m in drops)
+    tr._set_dropout(LoopState(train_seconds=61.0))
+    assert all(m.p == pytest.approx(0.2) for m in drops)
+    assert train(_cfg(root, tmp_path, run="dfree2", dropout_free_minutes=1e-6, max_steps=2))["step"] == 2
+    with pytest.raises(ValueError, match="dropout_free_minutes"):
+        Trainer(_cfg(root, tmp_path, run="dfree3", dropout_free_minutes=-1.0))
+
+
 def test_anneal_lays_the_decay_over_the_clock_not_the_steps(root, tmp_path):
     tr = Trainer(_cfg(root, tmp_path, run="anneal", scheduler="cosine", anneal_minutes=10.0, warmup_epochs=0.0,
                       warmup_ratio=0.0, epochs=50))
