@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     results["environment"] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
         "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "device": "cuda" if torch.cuda.is_available() and not args.cpu else "cpu",
+        "device": "cuda" if torch.cuda.is_available() and not getattr(args, "cpu", False) else "cpu",
     }
     results["published"] = {ds: dict(rows) for ds, rows in PUBLISHED.items()}
     if args.from_convergence:

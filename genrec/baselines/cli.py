@@ -44,30 +44,12 @@ def open_dataset(root: str | Path, name: str) -> RecDataset:
 def add_train_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by ``train`` and the results benchmark (None = the model's default)."""
     g = p.add_argument_group("training (defaults per model, see genrec.baselines.registry)")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--lr", type=float)
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--warmup-steps", type=int)
-    g.add_argument("--max-grad-norm", "--grad-clip", dest="max_grad_norm", type=float)
-    g.add_argument("--max-history", "--max-len", dest="max_history", type=int, help="history/training window (default 50)")
-    g.add_argument("--max-steps", type=int)
-    g.add_argument("--group-batches", type=int, help="length-grouped batching pool, in batches (1 = off)")
-    g.add_argument("--eval-every-epochs", "--eval-every", dest="eval_every_epochs", type=int, help="epochs between validation runs")
-    g.add_argument("--patience", type=int, help="validation runs without improvement before stopping")
-    g.add_argument("--eval-batch-size", type=int)
-    g.add_argument("--eval-negatives", type=int, metavar="N",
-                   help="0 (default) = full ranking over all items; N = rank each validation/test target among N "
-                        "negatives sampled uniformly from the items its user never interacted with (the sampled "
-                        "protocol of the SASRec paper, N=100); results are labelled 'sampled-N'")
-    g.add_argument("--eval-negatives-seed", type=int, metavar="S",
-                   help="seed of the sampled negatives (default 0); with the user index it fixes each user's sample, "
-                        "the same for every model")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--distill-from", metavar="RUN", help="baseline run folder (same dataset) whose best model teaches this one")
-    g.add_argument("--distill-temperature", type=float, help="softening temperature (default 2)")
-    g.add_argument("--distill-alpha", type=float, help="weight of the distillation term (default 0.5)")
-    g.add_argument("--cpu", action="store_true", default=None, help="force CPU even with a GPU present")
+    from genrec.baselines.settings import TRAIN_FLAGS
+    from genrec.baselines.trainer import TrainConfig
+    from genrec.utils.cli_args import add_dataclass_flags
+
+    # defaults shown are TrainConfig's; a model's preset (genrec/configs/baselines/presets.toml) may differ
+    add_dataclass_flags(g, TrainConfig, only=TRAIN_FLAGS)
     g.add_argument("--num-threads", "--threads", dest="num_threads", type=int, help="torch CPU threads; 1 is much faster when other jobs share the cores")
     g.add_argument("--residual", choices=("plain", "mhc"),
                    help="residual of the SASRec/TiSASRec blocks: plain, or mHC residual streams")

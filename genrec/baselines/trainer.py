@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -42,31 +42,38 @@ logger = logging.getLogger(__name__)
 SELECT_METRIC = "NDCG@10"
 
 
+def _h(default: Any, text: str = "") -> Any:
+    return field(default=default, metadata={"help": text})
+
+
 @dataclass
 class TrainConfig:
-    epochs: int = 200
-    batch_size: int = 256  # global batch (split across processes)
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 0  # linear warm-up, then constant (a time budget has no known end for a decay)
-    max_grad_norm: float = 0.0  # 0 = off
-    max_history: int = 50  # history / training window; 50 is customary for SASRec-style baselines
-    time_budget_minutes: float = 0.0  # training budget incl. validation; 0 = none
-    budget_clock: str = "wall"  # wall, or cpu (this process's CPU time, which other jobs on the machine do not shrink)
-    max_steps: int = 0  # 0 = none
-    group_batches: int = 50  # length-grouped batching: sort pools of this many batches by length (1 = off)
-    eval_every_epochs: int = 1  # epochs between validation runs
-    patience: int = 10  # validation runs without improvement before stopping
-    eval_batch_size: int = 1024
-    eval_negatives: int = 0  # 0 = full ranking; N = rank the target among N sampled negatives
-    eval_negatives_seed: int = 0  # the protocol's seed, apart from ``seed`` so every model gets the same sample
-    seed: int = 42
-    output_dir: str = ""  # where checkpoints go; "" = keep nothing on disk
-    resume: bool = True  # continue from <output_dir>/last when it exists
-    cpu: bool = False  # force CPU even when a GPU is present
-    distill_from: str = ""  # a baseline run folder (same dataset) whose best model is the frozen teacher
-    distill_temperature: float = 2.0
-    distill_alpha: float = 0.5  # weight of the KL term; 1 - alpha on the hard next-item loss
+    epochs: int = _h(200, "training epochs")
+    batch_size: int = _h(256, "global batch (split across processes)")
+    lr: float = _h(1e-3, "Adam learning rate")
+    weight_decay: float = _h(0.0, "Adam weight decay")
+    warmup_steps: int = _h(0, "linear warm-up steps, then constant (a time budget has no known end for a decay)")
+    max_grad_norm: float = _h(0.0, "clip the gradient norm (0 = off)")
+    max_history: int = _h(50, "history / training window; 50 is customary for SASRec-style baselines")
+    time_budget_minutes: float = _h(0.0, "training budget incl. validation (0 = none)")
+    budget_clock: str = _h("wall", "wall, or cpu (this process's CPU time, which other jobs on the machine do not shrink)")
+    max_steps: int = _h(0, "stop after this many steps (0 = none)")
+    group_batches: int = _h(50, "length-grouped batching pool, in batches (1 = off)")
+    eval_every_epochs: int = _h(1, "epochs between validation runs")
+    patience: int = _h(10, "validation runs without improvement before stopping")
+    eval_batch_size: int = _h(1024, "users per evaluation batch")
+    eval_negatives: int = _h(0, "0 = full ranking over all items; N = rank each validation/test target among N "
+                                "negatives sampled uniformly from the items its user never interacted with (the "
+                                "sampled protocol of the SASRec paper, N=100); results are labelled 'sampled-N'")
+    eval_negatives_seed: int = _h(0, "seed of the sampled negatives; with the user index it fixes each user's "
+                                     "sample, the same for every model")
+    seed: int = _h(42, "seed of initialisation, batch order and dropout")
+    output_dir: str = _h("", "where checkpoints go; '' = keep nothing on disk")
+    resume: bool = _h(True, "continue from <output_dir>/last when it exists")
+    cpu: bool = _h(False, "force CPU even when a GPU is present")
+    distill_from: str = _h("", "baseline run folder (same dataset) whose best model teaches this one")
+    distill_temperature: float = _h(2.0, "softening temperature")
+    distill_alpha: float = _h(0.5, "weight of the KL term; 1 - alpha on the hard next-item loss")
 
 
 @dataclass

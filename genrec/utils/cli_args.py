@@ -37,15 +37,15 @@ def _shown(value: Any) -> str:
 
 def add_dataclass_flags(parser: argparse.ArgumentParser | Any, cls: type, *, defaults: Any = None,
                         skip: Collection[str] = (), aliases: Mapping[str, tuple[str, ...]] | None = None,
-                        group: str | None = None) -> None:
+                        group: str | None = None, only: Collection[str] | None = None) -> None:
     """One ``--field-name`` per field of ``cls`` (nested dataclasses skipped); ``defaults``: the
-    object whose values the help shows (default: the field defaults)."""
+    object whose values the help shows (default: the field defaults); ``only``: just these fields."""
     from genrec.utils.fields import RENAMED
 
     hints = typing.get_type_hints(cls)
     target = parser.add_argument_group(group) if group else parser
     for f in dataclasses.fields(cls):
-        if f.name in skip or dataclasses.is_dataclass(hints[f.name]):
+        if f.name in skip or (only is not None and f.name not in only) or dataclasses.is_dataclass(hints[f.name]):
             continue
         conv, is_bool = _converter(hints[f.name])
         names = ["--" + f.name.replace("_", "-"), *(aliases or {}).get(f.name, ()),
