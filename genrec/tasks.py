@@ -15,7 +15,6 @@ from typing import Sequence
 
 from genrec.data.codes import Codes, make_codes_unique
 from genrec.data.dataset import RecDataset
-from genrec.data.split import Sample
 
 logger = logging.getLogger(__name__)
 
@@ -135,12 +134,3 @@ def resolve_tasks(tasks: Sequence[Task], datasets: Sequence[RecDataset]) -> dict
             raise ValueError(f"task {task.name} needs {needs} codes, which none of the datasets "
                              f"({', '.join(d.name for d in datasets)}) has")
     return plan
-
-
-def task_variants(task: Task, codes: dict[str, Codes], samples: Sequence[Sample] | None, num_items: int) -> list[list[Variant]]:
-    """Variants for every training example of ``task``: one per sample, or one per item for item tasks."""
-    if task.kind == "item":
-        return [task.variants(codes, [i], i) for i in range(num_items)]
-    if samples is None:
-        raise ValueError(f"task {task.name} needs samples")
-    return [task.variants(codes, s.history, s.target) for s in samples]

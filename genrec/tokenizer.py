@@ -17,7 +17,7 @@ import torch
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from genrec.data.codes import CODE_TOKENS_IN_TEXT, CodeSpec
+from genrec.data.codes import CodeSpec
 from genrec.tasks import TASK_TOKENS as _REGISTRY_TASK_TOKENS
 from genrec.tasks import task_token  # noqa: F401  (re-exported: the tokenizer's users build task tokens)
 
@@ -98,8 +98,3 @@ def code_token_ids(tokenizer: PreTrainedTokenizerFast, codes: Sequence[Sequence[
                              "(more codes per level, dedup tokens or levels than the vocabulary was built for? A code "
                              "file with more than 4 levels needs its .spec.json beside it, as index.generate_codes writes)")
     return torch.tensor(rows, dtype=torch.long)
-
-
-def parse_generated(text: str) -> tuple[str, ...]:
-    """Code tokens in a decoded string (``decode`` puts spaces between tokens)."""
-    return tuple(CODE_TOKENS_IN_TEXT.findall(text))

@@ -19,7 +19,6 @@ from genrec.data.jsonio import read_json
 logger = logging.getLogger(__name__)
 
 CODE_TOKEN = re.compile(r"^<([a-hA-H])_(\d+)>$")
-CODE_TOKENS_IN_TEXT = re.compile(r"<[a-hA-H]_\d+>")
 TEXT_LEVELS = "abcdefgh"
 IMAGE_LEVELS = "ABCDEFGH"
 MAX_LEVELS = len(TEXT_LEVELS) - 1  # one letter stays free for the dedup level

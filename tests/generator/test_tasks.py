@@ -7,8 +7,15 @@ import pytest
 
 from genrec.data import RecDataset, format_code, leave_one_out
 from genrec.data_pipeline import TrainSet, build_dataset_data, collate, encode_source, partition_sorted, shard_step
-from genrec.tasks import TASKS, dataset_codes, get_task, parse_tasks, resolve_tasks, task_variants
+from genrec.tasks import TASKS, dataset_codes, get_task, parse_tasks, resolve_tasks
 from genrec.tokenizer import build_tokenizer, task_token
+
+
+def task_variants(task, codes, samples, num_items):
+    """The tokenizer-path reference: variants of every training example (one per item for item tasks)."""
+    if task.kind == "item":
+        return [task.variants(codes, [i], i) for i in range(num_items)]
+    return [task.variants(codes, s.history, s.target) for s in samples]
 
 
 def _dataset(name="Toy", images=True, n_items=12, seed=0, long_user=True) -> RecDataset:

@@ -1,11 +1,18 @@
+import re
+
 import pytest
 import torch
 
 from genrec.tokenizer import (
     EOS, PAD, TASK_SLOTS, TASK_TOKENS, UNK, VocabConfig, build_tokenizer, code_token_ids, load_tokenizer,
-    parse_generated, task_token,
+    task_token,
 )
 from genrec.training import check_same_tokenizer
+
+
+def parse_generated(text: str) -> tuple[str, ...]:
+    """Code tokens in a decoded string (``decode`` puts spaces between tokens)."""
+    return tuple(re.findall(r"<[a-hA-H]_\d+>", text))
 
 
 @pytest.fixture(scope="module")
