@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from genrec.baselines.registry import register
 from genrec.data import RecDataset
 
 logger = logging.getLogger(__name__)
@@ -239,10 +240,4 @@ def _count_params(run_dir: Path) -> int:
     return sum(p.numel() for p in run.model.parameters())
 
 
-def _register() -> None:
-    from genrec.baselines.registry import register
-
-    register("genrec", config=GenRecEntryConfig)(run_genrec)
-
-
-_register()
+register("genrec", config=GenRecEntryConfig)(run_genrec)

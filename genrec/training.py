@@ -785,14 +785,22 @@ class Trainer(Client):
         if self.cfg.dropout_free_minutes > 0:
             self._set_dropout(state)  # also right after a resume
 
-    def _set_dropout(self, state: LoopState) -> None:
+    def _budget_seconds(self, state: LoopState) -> float:
+        """Seconds on the budget clock; with several processes their mean, so every replica decides alike."""
         used = state.train_cpu_seconds if self.cfg.budget_clock == "cpu" else state.train_seconds
-        if self.world > 1:  # one decision for every replica
+        if self.world > 1:
             used = float(self.acc.reduce(torch.tensor([used], device=self.acc.device), reduction="mean").item())
-        p = 0.0 if used < self.cfg.dropout_free_minutes * 60 else float(self.acc.unwrap_model(self.model).config.dropout_rate)
+        return used
+
+    def _set_dropout(self, state: LoopState) -> None:
+        if getattr(self, "_dropout_on", False):
+            return  # switched on for good: nothing to decide per step
+        on = self._budget_seconds(state) >= self.cfg.dropout_free_minutes * 60
+        p = float(self.acc.unwrap_model(self.model).config.dropout_rate) if on else 0.0
         for m in self.model.modules():
             if isinstance(m, torch.nn.Dropout):
                 m.p = p
+        self._dropout_on = on
 
     def save_model(self, folder: Path, best: bool) -> None:
         self.acc.unwrap_model(self.model).save_pretrained(str(folder))
@@ -833,12 +841,8 @@ class Trainer(Client):
         return 0.5 * (1.0 + math.cos(math.pi * p)) if self.cfg.scheduler == "cosine" else 1.0 - p
 
     def _update_anneal_progress(self) -> None:
-        st = self.state
-        used = st.train_cpu_seconds if self.cfg.budget_clock == "cpu" else st.train_seconds
-        p = used / (self.cfg.anneal_minutes * 60)
-        if self.world > 1:  # clocks differ between processes; one shared rate keeps the replicas equal
-            p = float(self.acc.reduce(torch.tensor([p], device=self.acc.device), reduction="mean").item())
-        self.anneal_progress = p
+        # clocks differ between processes; one shared rate keeps the replicas equal
+        self.anneal_progress = self._budget_seconds(self.state) / (self.cfg.anneal_minutes * 60)
 
 
 @dataclass

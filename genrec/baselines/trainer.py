@@ -187,8 +187,6 @@ class Trainer(Client):
             logger.info("valid HR@10 %.4f NDCG@10 %.4f", metrics["HR@10"], metrics["NDCG@10"])
         return metrics
 
-    validate = evaluate
-
     def _snapshot(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().clone() for k, v in self.unwrapped.state_dict().items()}
 
