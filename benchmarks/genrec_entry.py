@@ -69,6 +69,7 @@ class GenRecEntryConfig:
     max_history: int = 20
     beams: int = 20
     eval_users: int = 1000          # validation NDCG@10 users for model selection
+    select_metric: str = "ndcg@10"  # or valid_loss: keep the checkpoint of the lowest validation loss (all users)
     fusion: str = "auto"            # auto: rawprob under the constrained objective (item probabilities), else prob
     seed: int = 42
     objective: str = "constrained"  # or full (published): softmax over valid code continuations / the vocabulary
@@ -137,7 +138,7 @@ def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minu
         dropout=cfg.dropout if cfg.dropout >= 0 else None,
         dropout_free_minutes=cfg.dropout_free_minutes,
         batch_size=cfg.batch_size, micro_batch_size=cfg.batch_size, lr=cfg.lr, scheduler=cfg.scheduler,
-        anneal_minutes=horizon, warmup_ratio=0.0, warmup_epochs=cfg.warmup_epochs, select_metric="ndcg@10")
+        anneal_minutes=horizon, warmup_ratio=0.0, warmup_epochs=cfg.warmup_epochs, select_metric=cfg.select_metric)
 
 
 def evaluate_genrec_run(run_dir: Path, dataset: RecDataset, cfg: GenRecEntryConfig, threads: int) -> dict[str, Any]:

@@ -87,7 +87,8 @@ def _rung_args(tmp_path, **kw):
 @pytest.mark.parametrize("model", ["genrec-published", "genrec+constrained", "genrec+constrained+pooled",
                                    "genrec+constrained+pooled+dropout0.3", "genrec+constrained+pooled+paper",
                                    "genrec+constrained+pooled+cosine25",
-                                   "genrec+constrained+pooled+prefix", "genrec+constrained+pooled+pretrain"])
+                                   "genrec+constrained+pooled+prefix", "genrec+constrained+pooled+pretrain",
+                                   "genrec+constrained+pooled+selectloss"])
 def test_every_rung_trains_one_epoch_on_the_fixture(synthetic_root, tmp_path, model):
     import dataclasses
 
@@ -118,6 +119,7 @@ def test_every_rung_trains_one_epoch_on_the_fixture(synthetic_root, tmp_path, mo
     assert saved["objective"] == cfg.objective and saved["item_inputs"] == cfg.item_inputs
     assert saved["init"] == (pretrained.get("Synthetic"))
     assert saved["scheduler"] == conv.VARIANTS[model].get("scheduler", "constant")
+    assert saved["select_metric"] == conv.VARIANTS[model].get("select_metric", "ndcg@10")
 
 
 def test_the_distilled_student_rung_trains_from_a_teacher_run(synthetic_root, tmp_path):
