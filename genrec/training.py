@@ -86,6 +86,8 @@ class TrainConfig:
     dropout_free_minutes: float = field(default=0.0, metadata=_help(
         "train without dropout for the first M minutes on the budget clock, then with the model's rate "
         "(no dropout learns fastest early, then overfits)"))
+    ema_decay: float = field(default=0.0, metadata=_help(
+        "evaluate and keep as best an exponential moving average of the weights with this decay (0 = off; e.g. 0.999)"))
     init: str | None = field(default=None, metadata=_help("start from this run folder (log/<run>) or model folder"))
     distill_from: str | None = field(default=None, metadata=_help(
         "teacher run or model folder (same vocabulary): mix the hard loss with the KL divergence to its softened distribution"))
@@ -199,6 +201,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
     if cfg.dropout_free_minutes < 0:
         raise ValueError(f"dropout_free_minutes must be >= 0, got {cfg.dropout_free_minutes}")
+    if not 0 <= cfg.ema_decay < 1:
+        raise ValueError(f"ema_decay must be in [0, 1) (0 = off), got {cfg.ema_decay}")
     if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
         raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
     if cfg.scheduler not in SCHEDULERS:
@@ -485,6 +489,14 @@ class Trainer(Client):
                                            num_warmup_steps=self.warmup_steps, num_training_steps=self.total_steps)
         self.model, self.optimizer = self.acc.prepare(self.model, self.optimizer)
         self.scaler = self.acc.scaler
+        self.ema = None
+        if cfg.ema_decay > 0:
+            from genrec.utils.ema import WeightAverage
+
+            # built after prepare so that the average sits on the model's device
+            self.ema = WeightAverage(self.acc.unwrap_model(self.model), cfg.ema_decay)
+            if resume and not self.ema.load(self.ckpt_dir):
+                logger.warning("resume: %s holds no weight average; it restarts from the current weights", self.ckpt_dir)
         self.evaluator = None
         self._prepare_validation()
         loop = LoopConfig(
@@ -711,7 +723,7 @@ class Trainer(Client):
     # -- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        model = self.acc.unwrap_model(self.model)
+        model = self.ema.module if self.ema is not None else self.acc.unwrap_model(self.model)
         was_training = model.training
         model.eval()
         out: dict[str, float] = {}
@@ -773,6 +785,8 @@ class Trainer(Client):
     def train_step(self, batch: tuple[np.ndarray, np.ndarray, np.ndarray], state: LoopState) -> StepOutput:
         idx, choice, lengths = batch
         loss_sum, grad_norm = self._step(idx, choice, lengths)
+        if self.ema is not None:  # inside the step, so its cost counts against the time budget
+            self.ema.update(self.acc.unwrap_model(self.model))
         return StepOutput(loss_sum, self.trainset.target_tokens(idx, choice), len(idx), grad_norm)
 
     def on_step_end(self, state: LoopState) -> None:
@@ -803,7 +817,12 @@ class Trainer(Client):
         self._dropout_on = on
 
     def save_model(self, folder: Path, best: bool) -> None:
+        if best and self.ema is not None:
+            self.ema.module.save_pretrained(str(folder))  # the weights that were evaluated
+            return
         self.acc.unwrap_model(self.model).save_pretrained(str(folder))
+        if self.ema is not None:
+            self.ema.save(folder)  # resume restores the average with the raw weights
         if not best:
             atomic_write_json(folder / "train_config.json", self.cfg.to_json(), indent=2)
 

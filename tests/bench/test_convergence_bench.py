@@ -88,7 +88,7 @@ def _rung_args(tmp_path, **kw):
                                    "genrec+constrained+pooled+dropout0.3", "genrec+constrained+pooled+paper",
                                    "genrec+constrained+pooled+cosine25",
                                    "genrec+constrained+pooled+prefix", "genrec+constrained+pooled+pretrain",
-                                   "genrec+constrained+pooled+selectloss"])
+                                   "genrec+constrained+pooled+selectloss", "genrec+constrained+pooled+ema"])
 def test_every_rung_trains_one_epoch_on_the_fixture(synthetic_root, tmp_path, model):
     import dataclasses
 

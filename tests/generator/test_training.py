@@ -217,6 +217,35 @@ def test_time_budget_stops_with_a_resumable_checkpoint(root, tmp_path):
     assert not json.loads((run / "last" / "trainer_state.json").read_text())["finished"]
 
 
+def test_weight_average_is_what_is_evaluated_kept_as_best_and_resumed(root, tmp_path):
+    from genrec.model import load_model
+
+    tr = Trainer(_cfg(root, tmp_path, run="ema", ema_decay=0.9, max_steps=6, eval_every_steps=3,
+                      eval_every_epochs=0))
+    out = tr.fit()
+    assert out["step"] == 6 and tr.ema.updates == 6
+    run = tmp_path / "log" / "ema"
+    raw = {k: v.clone() for k, v in tr.acc.unwrap_model(tr.model).state_dict().items()}
+    avg = tr.ema.module.state_dict()
+    name = next(k for k in raw if k.endswith("wo.weight"))
+    assert not torch.allclose(raw[name], avg[name])  # the average lags the raw weights
+    # the loss still falls at step 6, so the best folder holds that step's average: what was evaluated
+    assert json.loads((run / "best" / "trainer_state.json").read_text())["step"] == 6
+    assert torch.allclose(load_model(run / "best").state_dict()[name], avg[name])
+    last = run / "last"
+    assert (last / "ema.safetensors").is_file()
+    assert torch.allclose(load_model(last).state_dict()[name], raw[name])
+    tr.run_lock.release()
+    # resume restores the average and its update count beside the raw weights
+    tr2 = Trainer(_cfg(root, tmp_path, run="ema", ema_decay=0.9, max_steps=8, eval_every_steps=3,
+                       eval_every_epochs=0), resume=True)
+    assert tr2.ema.updates == 6 and torch.allclose(tr2.ema.module.state_dict()[name], avg[name])
+    assert tr2.fit()["step"] == 8 and tr2.ema.updates == 8
+    tr2.run_lock.release()
+    with pytest.raises(ValueError, match="ema_decay"):
+        Trainer(_cfg(root, tmp_path, run="ema2", ema_decay=1.0))
+
+
 def test_dropout_free_start_switches_dropout_on_at_its_minute(root, tmp_path):
     from genrec.utils.engine import LoopState
 
