@@ -125,9 +125,6 @@ class CodeTrie:
         return CodeTrie(move(self.code_ids), [move(t) for t in self.level_tokens], [move(t) for t in self.children],
                         move(self.leaf_ptr), move(self.leaf_items), move(self.item_leaf), move(self.leaf_code))
 
-    def items_of(self, leaf: int) -> list[int]:
-        return self.leaf_items[self.leaf_ptr[leaf]:self.leaf_ptr[leaf + 1]].tolist()
-
     def prefix_table(self, start_id: int, eos_id: int) -> dict[tuple[int, ...], list[int]]:
         """``{decoder prefix: allowed next tokens}`` for ``generate``'s callback (reference only)."""
         table: dict[tuple[int, ...], set[int]] = {}
@@ -147,11 +144,6 @@ class BeamResult:
 
     leaves: torch.Tensor
     scores: torch.Tensor
-    levels: int
-
-    def generate_scores(self) -> torch.Tensor:
-        """The same beams' scores as ``generate`` reports them (``sequences_scores``, length penalty 1)."""
-        return self.scores / (self.levels + 1)
 
 
 def pad_sources(sources: Sequence[Sequence[int]], pad_id: int = 0, device: torch.device | str | None = None
@@ -432,7 +424,7 @@ def beam_search(
         scores, order = torch.sort(scores, dim=1, descending=True, stable=True)
         leaves = node.gather(1, order)
         leaves = torch.where(scores > -math.inf, leaves, -1)
-        return BeamResult(leaves=leaves, scores=scores, levels=L)
+        return BeamResult(leaves=leaves, scores=scores)
     finally:
         model.train(was_training)
 
@@ -496,7 +488,7 @@ def generate_with_trie(
                 continue
             leaves[b, j], scores[b, j] = leaf, gscores[b, k] * (L + 1)
             j += 1
-    return BeamResult(leaves=leaves, scores=scores, levels=L)
+    return BeamResult(leaves=leaves, scores=scores)
 
 
 class _MaskRenormalise:

@@ -42,6 +42,7 @@ from typing import Any, Sequence
 
 from genrec.data.errors import DataError
 from genrec.metrics import DEFAULT_KS, format_table, metrics_from_ranks, ranks_from_lists
+from genrec.utils.cli_args import add_dataclass_flags, flag, given_flags
 from genrec.utils.io import atomic_write_json
 
 logger = logging.getLogger("genrec.fusion")
@@ -166,33 +167,39 @@ def rule_for_run(run_dir: str | Path) -> str:
     return "rawprob" if objective == "constrained" else "prob"
 
 
+@dataclass
+class FuseArgs:
+    """The flags of ``python -m genrec.fusion``: which evaluation to fuse, and how."""
+
+    ckpt: str = flag("", "run folder whose eval/ holds the text predictions (and image ones)", required=True)
+    image_ckpt: str | None = flag(None, "run folder of the image predictions (unset: the --ckpt folder)")
+    dataset: str = flag("Synthetic", "dataset name")
+    split: str = flag("test", "evaluated split", choices=("test", "valid"))
+    text_task: str = flag("seqrec", "evaluated task giving the text ranking")
+    image_task: str = flag("seqimage", "evaluated task giving the image ranking")
+    rule: str = flag("auto", "auto: rawprob for constrained-objective runs (true item probabilities), else prob",
+                     choices=("auto",) + RULES)
+    weights: str = flag("1,1", "weights of the text and image lists, e.g. 1,0.5")
+    rrf_k: float = flag(FusionConfig.rrf_k, "k of the rrf rule")
+    bonus: float = flag(FusionConfig.bonus, "bonus of the published rule")
+    topk: int = flag(FusionConfig.topk, "length of the fused list")
+    # which evaluation to fuse: the same flags genrec.evaluate named its result files by
+    max_users: int = flag(0, "fuse the evaluation of this user subset (0 = all users)")
+    seed: int = flag(0, "seed of that --max-users subset")
+    checkpoint: str = flag("best", "fuse the evaluation of this checkpoint")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    d = FusionConfig()
     p = argparse.ArgumentParser(prog="python -m genrec.fusion", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="run folder whose eval/ holds the text predictions (and image ones)")
-    p.add_argument("--image-ckpt", default=None, help="run folder of the image predictions (default: --ckpt)")
-    p.add_argument("--dataset", default="Synthetic")
-    p.add_argument("--split", default="test", choices=["test", "valid"])
-    p.add_argument("--text-task", default="seqrec", help="evaluated task giving the text ranking")
-    p.add_argument("--image-task", default="seqimage", help="evaluated task giving the image ranking")
-    p.add_argument("--rule", default="auto", choices=("auto",) + RULES,
-                   help="auto: rawprob for constrained-objective runs (true item probabilities), else prob")
-    p.add_argument("--weights", default="1,1", help="weights of the text and image lists, e.g. 1,0.5")
-    p.add_argument("--rrf-k", type=float, default=d.rrf_k)
-    p.add_argument("--bonus", type=float, default=d.bonus, help="bonus of the published rule")
-    p.add_argument("--topk", type=int, default=d.topk, help="length of the fused list")
-    # which evaluation to fuse: the same flags genrec.evaluate named its result files by
-    p.add_argument("--max-users", type=int, default=0, help="fuse the evaluation of this user subset (0 = all users)")
-    p.add_argument("--seed", type=int, default=0, help="seed of that --max-users subset")
-    p.add_argument("--checkpoint", default="best", help="fuse the evaluation of this checkpoint")
+    add_dataclass_flags(p, FuseArgs)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     from genrec.evaluate import read_predictions, result_stem, write_predictions
 
-    args = build_parser().parse_args(argv)
+    args = FuseArgs(**given_flags(build_parser().parse_args(argv), FuseArgs))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         try:

@@ -31,6 +31,7 @@ import torch
 
 from genrec.data.errors import DataError
 from genrec.run_checks import check_trained
+from genrec.utils.cli_args import add_dataclass_flags, flag, given_flags
 
 logger = logging.getLogger("genrec.recommend")
 
@@ -176,26 +177,32 @@ def format_recommendations(recs: Sequence[Recommendation]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class RecommendArgs:
+    """The flags of ``python -m genrec.recommend``."""
+
+    ckpt: str = flag("", "run folder log/<run>", required=True)
+    dataset: str = flag("Synthetic", "dataset name")
+    history: list[str] = flag([], "item ids or original ids/ASINs, oldest first (commas also separate)", nargs="*")
+    history_type: str = flag("auto", "how a history entry is read", choices=("auto", "id", "asin"))
+    topk: int = flag(10, "items to recommend")
+    task: str = flag("seqrec", "seqrec (text codes), seqimage (image codes) or fused (both)", choices=TASKS)
+    beams: int = flag(20, "beam size (raised to --topk when smaller)")
+    exclude_history: bool = flag(False, "do not recommend items already in the history")
+    checkpoint: str = flag("best", "best, last, or a sub-folder of the run")
+    data_root: str | None = flag(None, "override the run's data root")
+    cpu: bool = flag(False, "run on the CPU even when a GPU is present")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m genrec.recommend", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="run folder log/<run>")
-    p.add_argument("--dataset", default="Synthetic")
-    p.add_argument("--history", nargs="*", default=[], help="item ids or original ids/ASINs, oldest first "
-                   "(commas also separate)")
-    p.add_argument("--history-type", default="auto", choices=["auto", "id", "asin"])
-    p.add_argument("--topk", type=int, default=10)
-    p.add_argument("--task", default="seqrec", choices=TASKS)
-    p.add_argument("--beams", type=int, default=20, help="beam size (raised to --topk when smaller)")
-    p.add_argument("--exclude-history", action="store_true", help="do not recommend items already in the history")
-    p.add_argument("--checkpoint", default="best", help="best, last, or a sub-folder of the run")
-    p.add_argument("--data-root", default=None, help="override the run's data root")
-    p.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
+    add_dataclass_flags(p, RecommendArgs)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = RecommendArgs(**given_flags(build_parser().parse_args(argv), RecommendArgs))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     history = [h for entry in args.history for h in entry.split(",") if h.strip()]
     try:

@@ -11,12 +11,14 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from genrec.data import DataError, load_dataset, popularity_counts, training_sequences
 from genrec.metrics import DEFAULT_KS, format_table, metrics_from_ranks, ranks_from_scores
+from genrec.utils.cli_args import add_dataclass_flags, flag, given_flags
 
 
 
@@ -41,13 +43,20 @@ def run_table(run: str | Path, dataset: str, data_root: str | Path, split: str =
     return format_table(rows), rows
 
 
+@dataclass
+class ReportArgs:
+    """The flags of ``python -m genrec.report``."""
+
+    ckpt: str = flag("", "run folder log/<run>", required=True)
+    dataset: str = flag("", "dataset name", required=True)
+    data_root: str = flag("data", "folder holding <dataset>/")
+    split: str = flag("test", "evaluated split", choices=("test", "valid"))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m genrec.report", description=__doc__)
-    p.add_argument("--ckpt", required=True, help="run folder log/<run>")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--data-root", default="data")
-    p.add_argument("--split", default="test", choices=("test", "valid"))
-    args = p.parse_args(argv)
+    add_dataclass_flags(p, ReportArgs)
+    args = ReportArgs(**given_flags(p.parse_args(argv), ReportArgs))
     logging.basicConfig(level=logging.WARNING)
     try:
         table, _ = run_table(args.ckpt, args.dataset, args.data_root, args.split)

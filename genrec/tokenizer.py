@@ -44,10 +44,6 @@ class VocabConfig:
     def spec(self) -> CodeSpec:
         return CodeSpec(levels=self.levels, codes_per_level=self.codes_per_level, dedup_tokens=self.dedup_tokens)
 
-    @classmethod
-    def from_spec(cls, spec: CodeSpec) -> "VocabConfig":
-        return cls(codes_per_level=spec.codes_per_level, dedup_tokens=spec.dedup_tokens, levels=spec.levels)
-
     def tokens(self) -> list[str]:
         if len(_REGISTRY_TASK_TOKENS) > TASK_SLOTS:
             raise ValueError(f"{len(_REGISTRY_TASK_TOKENS)} task tokens do not fit {TASK_SLOTS} task slots")

@@ -47,6 +47,7 @@ import numpy as np
 from genrec.data.dataset import load_id_map, load_item_meta
 from genrec.data.errors import DataError
 from genrec.data.jsonio import read_json
+from genrec.utils.cli_args import add_dataclass_flags, at_least, flag, given_flags
 from genrec.utils.io import atomic_output, atomic_save_npy
 
 logger = logging.getLogger(__name__)
@@ -128,16 +129,17 @@ def _l2_normalize(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class TextEmbedConfig:
-    data_root: Path = Path("data")
-    dataset: str = "Scientific"
-    model: str | None = None  # folder or hub name; None = bundled all-MiniLM-L6-v2
-    name: str | None = None  # name inside the output file; default from the model
-    batch_size: int = 64
-    max_length: int = 256
-    normalize: bool = False
-    mode: str = "concat"  # "concat": "title. description" as one text; "mean": embedded separately, averaged
-    num_threads: int | None = None
-    device: str | None = None
+    data_root: Path = flag(Path("data"), "folder holding <dataset>/")
+    dataset: str = flag("Scientific", "dataset name", required=True)
+    model: str | None = flag(None, "encoder folder or hub name (None: the bundled all-MiniLM-L6-v2)")
+    name: str | None = flag(None, "name in <ds>.emb-<name>.npy (None: from the model)")
+    batch_size: int = flag(64, "texts per forward pass", type=at_least(1))
+    max_length: int = flag(256, "tokens per text", type=at_least(1))
+    normalize: bool = flag(False, "L2-normalise every row")
+    mode: str = flag("concat", "concat: 'title. description' as one text; mean: title and description embedded "
+                     "separately, then averaged", choices=("concat", "mean"))
+    num_threads: int | None = flag(None, "torch CPU threads (0 = default)", type=at_least(0))
+    device: str | None = flag(None, "cpu, cuda, ... (None: cuda when available)")
 
 
 def item_texts(meta: dict[int, dict[str, Any]], mode: str) -> list[list[str]]:
@@ -264,20 +266,21 @@ def embed_text(cfg: TextEmbedConfig, progress: bool = True) -> dict[str, Any]:
 
 @dataclass
 class ImageEmbedConfig:
-    encoder: str
-    data_root: Path = Path("data")
-    dataset: str = "Scientific"
-    name: str | None = None
-    image_dir: Path | None = None
-    urls: Path | None = None
-    cache_dir: Path | None = None
-    on_missing: str = "fail"  # "fail" | "zero"
-    batch_size: int = 32
-    normalize: bool = False
-    download_workers: int = 8
-    timeout: float = 20.0
-    num_threads: int | None = None
-    device: str | None = None
+    encoder: str = flag(help="vision model folder (CLIP or AutoModel + AutoImageProcessor)", required=True)
+    data_root: Path = flag(Path("data"), "folder holding <dataset>/")
+    dataset: str = flag("Scientific", "dataset name", required=True)
+    name: str | None = flag(None, "name in <ds>.emb-<name>.npy (None: the encoder folder's name)")
+    image_dir: Path | None = flag(None, "folder of <item_id>.jpg/png (or <ASIN>.jpg/png)")
+    urls: Path | None = flag(None, "<ds>.image_urls.json from `python -m genrec.data prepare`")
+    cache_dir: Path | None = flag(None, "download cache (None: <ds folder>/image_cache)")
+    on_missing: str = flag("fail", "fail: stop listing the items; zero: zero row + <ds>.emb-<name>.mask.npy",
+                           choices=("fail", "zero"))
+    batch_size: int = flag(32, "images per forward pass", type=at_least(1))
+    normalize: bool = flag(False, "L2-normalise every row")
+    download_workers: int = flag(8, "parallel downloads of --urls", type=at_least(1))
+    timeout: float = 20.0  # seconds per download; not a flag
+    num_threads: int | None = flag(None, "torch CPU threads (0 = default)", type=at_least(0))
+    device: str | None = flag(None, "cpu, cuda, ... (None: cuda when available)")
 
 
 def _find_in_dir(image_dir: Path, keys: Sequence[str]) -> Path | None:
@@ -503,52 +506,26 @@ def embed_image(cfg: ImageEmbedConfig, progress: bool = True) -> dict[str, Any]:
 # -- CLI --------------------------------------------------------------------------------------
 
 
+@dataclass
+class ProgressArgs:
+    """The flag both sub-commands share besides their config's."""
+
+    progress: bool = flag(True, "progress bars (--no-progress also silences the libraries' bars)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m index.embed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-
-    def at_least(low: int):
-        def parse(text: str) -> int:
-            try:
-                value = int(text)
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-            if value < low:
-                raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-            return value
-        return parse
-
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data-root", type=Path, default=Path("data"))
-        p.add_argument("--dataset", required=True)
-        p.add_argument("--normalize", action="store_true", help="L2-normalise every row")
-        p.add_argument("--num-threads", "--threads", dest="num_threads", type=at_least(0), default=None, help="torch CPU threads (0 = default)")
-        p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
-        p.add_argument("--no-progress", action="store_true")
-
     t = sub.add_parser("text", help="embed item title + description")
-    common(t)
-    t.add_argument("--model", default=None, help="encoder folder or hub name (default: bundled all-MiniLM-L6-v2)")
-    t.add_argument("--name", default=None, help="name in <ds>.emb-<name>.npy (default: from the model)")
-    t.add_argument("--batch-size", type=at_least(1), default=TextEmbedConfig.batch_size)
-    t.add_argument("--max-length", type=at_least(1), default=TextEmbedConfig.max_length, help="tokens per text")
-    t.add_argument("--mode", choices=("concat", "mean"), default=TextEmbedConfig.mode,
-                   help="concat (default): 'title. description' as one text; "
-                        "mean: title and description embedded separately, then averaged")
+    add_dataclass_flags(t, TextEmbedConfig)
+    add_dataclass_flags(t, ProgressArgs)
 
     i = sub.add_parser("image", help="embed item images with a vision encoder you supply")
-    common(i)
-    i.add_argument("--encoder", required=True, help="vision model folder (CLIP or AutoModel + AutoImageProcessor)")
-    i.add_argument("--name", default=None, help="name in <ds>.emb-<name>.npy (default: encoder folder name)")
-    src = i.add_mutually_exclusive_group(required=True)
-    src.add_argument("--image-dir", type=Path, help="folder of <item_id>.jpg/png (or <ASIN>.jpg/png)")
-    src.add_argument("--urls", type=Path, help="<ds>.image_urls.json from `python -m genrec.data prepare`")
-    i.add_argument("--cache-dir", type=Path, default=None, help="download cache (default <ds folder>/image_cache)")
-    i.add_argument("--on-missing", choices=("fail", "zero"), default="fail",
-                   help="fail: stop listing the items; zero: zero row + <ds>.emb-<name>.mask.npy")
-    i.add_argument("--batch-size", type=at_least(1), default=ImageEmbedConfig.batch_size)
-    i.add_argument("--download-workers", type=at_least(1), default=ImageEmbedConfig.download_workers)
+    add_dataclass_flags(i, ImageEmbedConfig, skip=("image_dir", "urls", "timeout"))
+    # exactly one image source: argparse's mutually exclusive group holds those two fields' flags
+    add_dataclass_flags(i.add_mutually_exclusive_group(required=True), ImageEmbedConfig, only=("image_dir", "urls"))
+    add_dataclass_flags(i, ProgressArgs)
     return parser
 
 
@@ -572,20 +549,14 @@ def disable_library_progress_bars() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.no_progress:
+    progress = ProgressArgs(**given_flags(args, ProgressArgs)).progress
+    if not progress:
         disable_library_progress_bars()
     try:
         if args.command == "text":
-            summary = embed_text(TextEmbedConfig(
-                data_root=args.data_root, dataset=args.dataset, model=args.model, name=args.name,
-                batch_size=args.batch_size, max_length=args.max_length, normalize=args.normalize,
-                mode=args.mode, num_threads=args.num_threads, device=args.device), progress=not args.no_progress)
+            summary = embed_text(TextEmbedConfig(**given_flags(args, TextEmbedConfig)), progress=progress)
         else:
-            summary = embed_image(ImageEmbedConfig(
-                encoder=args.encoder, data_root=args.data_root, dataset=args.dataset, name=args.name,
-                image_dir=args.image_dir, urls=args.urls, cache_dir=args.cache_dir, on_missing=args.on_missing,
-                batch_size=args.batch_size, normalize=args.normalize, download_workers=args.download_workers,
-                num_threads=args.num_threads, device=args.device), progress=not args.no_progress)
+            summary = embed_image(ImageEmbedConfig(**given_flags(args, ImageEmbedConfig)), progress=progress)
     except (DataError, FileNotFoundError, ValueError, OSError) as e:
         logging.getLogger("index.embed").error("%s", e)
         return 2

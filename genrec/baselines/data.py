@@ -115,14 +115,9 @@ def pad_times(seqs: Sequence[Sequence[int | float]], length: int | None = None) 
     return out
 
 
-def eval_batches(samples: Sequence[Sample], batch_size: int):
-    """Yield ``(inputs [B, L], lengths [B], targets [B])`` with 0-based targets."""
-    for inputs, lengths, targets, _ in eval_batches_with_times(samples, batch_size):
-        yield inputs, lengths, targets
-
-
 def eval_batches_with_times(samples: Sequence[Sample], batch_size: int):
-    """As ``eval_batches``, plus ``times [B, L]`` of the histories (None when samples have no times)."""
+    """Yield ``(inputs [B, L], lengths [B], targets [B], times [B, L])`` with 0-based targets;
+    ``times`` are the histories' times (None when samples have no times)."""
     for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]
         inputs = pad_right([s.history for s in chunk])

@@ -88,8 +88,6 @@ class TimeAwareAttention(nn.Module):
 
 
 class TiSASRec(SelfAttentiveRec):
-    uses_times = True
-
     def __init__(self, num_items: int, max_len: int, cfg: TiSASRecConfig):
         super().__init__()
         check_config("TiSASRec", cfg)

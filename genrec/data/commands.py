@@ -7,12 +7,9 @@ an exit code.
 from __future__ import annotations
 
 import argparse
+import importlib
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     for module in ("genrec.data.prepare", "genrec.data.synthetic", "genrec.data.p5_titles"):
-        try:
-            mod = __import__(module, fromlist=["add_command"])
-        except ModuleNotFoundError:
-            continue
-        mod.add_command(sub)
+        importlib.import_module(module).add_command(sub)

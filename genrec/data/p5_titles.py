@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from genrec.data.errors import DataError
+from genrec.utils.cli_args import add_dataclass_flags, flag, given_flags
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +87,15 @@ def write_titles(data_root: str | Path, name: str, overwrite: bool = False) -> P
     return out
 
 
+@dataclass
+class TitlesArgs:
+    """The flags of ``python -m genrec.data titles``."""
+
+    data_root: str = flag("data", "folder holding <dataset>/")
+    dataset: str = flag("", "dataset name", required=True)
+    overwrite: bool = flag(False, "replace an existing <ds>.item.json")
+
+
 def add_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "titles", help="write <ds>.item.json from P5-style user_sequence.txt + " + NAMES_FILE,
@@ -92,11 +103,10 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                     "<root>/<ds>/: user_sequence.txt, " + NAMES_FILE + ", and the interactions "
                     "(<ds>.inter.json or <ds>.train/valid/test.inter, made by `python -m genrec.data prepare` "
                     "(--reviews, or --p5 for these very files) or linked with `python -m genrec.data link`).")
-    p.add_argument("--data-root", default="data")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--overwrite", action="store_true")
+    add_dataclass_flags(p, TitlesArgs)
 
-    def run(args: argparse.Namespace) -> int:
+    def run(ns: argparse.Namespace) -> int:
+        args = TitlesArgs(**given_flags(ns, TitlesArgs))
         out = write_titles(args.data_root, args.dataset, args.overwrite)
         print(out)
         return 0

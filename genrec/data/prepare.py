@@ -43,7 +43,7 @@ import logging
 import os
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Iterator
@@ -51,6 +51,7 @@ from typing import Any, Iterator
 from genrec.data.derived import guard_dataset_dir
 from genrec.data.errors import DataError
 from genrec.data.times import time_path, write_times
+from genrec.utils.cli_args import add_dataclass_flags, flag, given_flags
 from genrec.utils.io import atomic_output, atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -349,7 +350,6 @@ class PrepareConfig:
     max_text_chars: int = 2000
     keep_items_without_meta: bool = False
     overwrite: bool = False
-    stats: dict[str, Any] = field(default_factory=dict)
 
 
 def _write_id_map(path: Path, ids: list[str]) -> None:
@@ -414,7 +414,6 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
         "items_with_image": sum(v is not None for v in image_urls.values()),
         "out": str(dir),
     })
-    cfg.stats = stats
     logger.info("prepared %s: %d users, %d items, %d interactions", cfg.dataset, len(users), len(items), n_inter)
     return stats
 
@@ -454,7 +453,41 @@ def link_dataset(src_root: str | Path, name: str, out_root: str | Path) -> list[
 # -- CLI -------------------------------------------------------------------------------------
 
 
-def _run_prepare(args: argparse.Namespace) -> int:
+@dataclass
+class PrepareArgs:
+    """The flags of ``python -m genrec.data prepare``."""
+
+    reviews: str | None = flag(None, "<Category>.json.gz (2018) or <Category>.jsonl[.gz] (2023)")
+    recbole: str | None = flag(None, "read RecBole atomic files DIR/<dataset>.inter and .item instead "
+                               "(genrec.data.recbole)", metavar="DIR")
+    p5: str | None = flag(None, "P5/IDGenRec folder with user_sequence.txt (+ optional "
+                          "item_generative_indexing_phase_0.txt); users numbered in file order, items by first "
+                          "appearance (see docs/p5.md)", metavar="DIR")
+    meta: str | None = flag(None, "meta_<Category>.json.gz / .jsonl[.gz] (item text and images)")
+    dataset: str = flag("", "output dataset name (folder and file prefix)", required=True)
+    out: str = flag("data", "data root; files go to <out>/<dataset>/")
+    release: str = flag("auto", "review dump release", choices=("auto",) + RELEASES)
+    k_core: int = flag(5, "minimum events per user and per item", aliases=("--min-count",))
+    user_k: int | None = flag(None, "override the user threshold (>= 3)")
+    item_k: int | None = flag(None, "override the item threshold")
+    max_text_chars: int = flag(2000, "truncate each text field to this many characters (0 = no limit)")
+    keep_items_without_meta: bool = flag(False, "keep items that have no metadata record (otherwise they are dropped "
+                                         "before k-core)")
+    overwrite: bool = flag(False, "replace an existing dataset; deletes its codes (*.index*.json) and "
+                           "embeddings (*.npy)")
+
+
+@dataclass
+class LinkArgs:
+    """The flags of ``python -m genrec.data link``."""
+
+    src: str = flag("", "source data root, e.g. ../shared/data", flag="--from", required=True)
+    dataset: list[str] = flag([], "dataset name(s)", nargs="+", required=True)
+    out: str = flag("data", "data root the links go to")
+
+
+def _run_prepare(ns: argparse.Namespace) -> int:
+    args = PrepareArgs(**given_flags(ns, PrepareArgs))
     sources = [n for n, v in (("--reviews", args.reviews), ("--recbole", args.recbole), ("--p5", args.p5)) if v]
     if len(sources) != 1:
         raise ValueError("prepare needs exactly one of --reviews (Amazon dumps), --recbole DIR (RecBole atomic "
@@ -481,7 +514,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_link(args: argparse.Namespace) -> int:
+def _run_link(ns: argparse.Namespace) -> int:
+    args = LinkArgs(**given_flags(ns, LinkArgs))
     for name in args.dataset:
         created = link_dataset(args.src, name, args.out)
         logger.info("%s: %d new links under %s", name, len(created), Path(args.out) / name)
@@ -491,29 +525,9 @@ def _run_link(args: argparse.Namespace) -> int:
 def add_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="convert Amazon 2018/2023 review dumps or a P5 folder into a dataset folder",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--reviews", default=None, help="<Category>.json.gz (2018) or <Category>.jsonl[.gz] (2023)")
-    p.add_argument("--recbole", default=None, metavar="DIR",
-                   help="read RecBole atomic files DIR/<dataset>.inter and .item instead (genrec.data.recbole)")
-    p.add_argument("--p5", default=None, metavar="DIR",
-                   help="P5/IDGenRec folder with user_sequence.txt (+ optional item_generative_indexing_phase_0.txt); "
-                        "users numbered in file order, items by first appearance (see docs/p5.md)")
-    p.add_argument("--meta", default=None, help="meta_<Category>.json.gz / .jsonl[.gz] (item text and images)")
-    p.add_argument("--dataset", required=True, help="output dataset name (folder and file prefix)")
-    p.add_argument("--out", default="data", help="data root; files go to <out>/<dataset>/")
-    p.add_argument("--release", default="auto", choices=("auto",) + RELEASES)
-    p.add_argument("--k-core", "--min-count", dest="k_core", type=int, default=5, help="minimum events per user and per item (default 5)")
-    p.add_argument("--user-k", type=int, default=None, help="override the user threshold (>= 3)")
-    p.add_argument("--item-k", type=int, default=None, help="override the item threshold")
-    p.add_argument("--max-text-chars", type=int, default=2000,
-                   help="truncate each text field to this many characters (0 = no limit)")
-    p.add_argument("--keep-items-without-meta", action="store_true",
-                   help="keep items that have no metadata record (default: drop them before k-core)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing dataset; deletes its codes (*.index*.json) and embeddings (*.npy)")
+    add_dataclass_flags(p, PrepareArgs)
     p.set_defaults(func=_run_prepare)
 
     link = sub.add_parser("link", help="make <out>/<dataset>/ hold symlinks to a read-only dataset folder")
-    link.add_argument("--from", dest="src", required=True, help="source data root, e.g. ../shared/data")
-    link.add_argument("--dataset", required=True, nargs="+", help="dataset name(s)")
-    link.add_argument("--out", default="data")
+    add_dataclass_flags(link, LinkArgs)
     link.set_defaults(func=_run_link)

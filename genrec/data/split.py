@@ -13,9 +13,8 @@ class Sample:
     user: int
     history: tuple[int, ...]
     target: int
-    # When the dataset has times: the time of each history item and of the target (unix seconds).
+    # When the dataset has times: the time of each history item (unix seconds).
     times: tuple[int | float, ...] | None = None
-    target_time: int | float | None = None
 
 
 @dataclass
@@ -37,7 +36,7 @@ def leave_one_out(sequences: Sequence[Sequence[int]], max_history: int = 20,
     ``s[:i]`` for ``1 <= i <= n - 3``; validation predicts ``s[n-2]`` from ``s[:n-2]``; test predicts
     ``s[n-1]`` from ``s[:n-1]`` (so the test history includes the validation item). Histories keep
     the ``max_history`` most recent items (``0`` = no cap). With ``times`` (parallel to
-    ``sequences``) every sample also carries the times of its history and of its target.
+    ``sequences``) every sample also carries the times of its history.
     """
     if times is not None and len(times) != len(sequences):
         raise ValueError(f"{len(times)} time lists for {len(sequences)} sequences")
@@ -55,7 +54,7 @@ def leave_one_out(sequences: Sequence[Sequence[int]], max_history: int = 20,
         def sample(i: int) -> Sample:
             if ts is None:
                 return Sample(user, _capped(seq[:i], max_history), int(seq[i]))
-            return Sample(user, _capped(seq[:i], max_history), int(seq[i]), _capped(ts[:i], max_history), ts[i])
+            return Sample(user, _capped(seq[:i], max_history), int(seq[i]), _capped(ts[:i], max_history))
 
         train.extend(sample(i) for i in range(1, n - 2))
         valid.append(sample(n - 2))

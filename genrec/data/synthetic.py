@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from genrec.data.derived import guard_dataset_dir
+from genrec.utils.cli_args import add_dataclass_flags, flag, given_flags
 from genrec.utils.io import atomic_save_npy, atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -41,15 +42,25 @@ _BRANDS = ["Acme", "Orion", "Vega", "Nimbus", "Helix", "Lumen", "Zephyr", "Atlas
 
 @dataclass
 class SyntheticConfig:
-    num_users: int = 1200
-    num_items: int = 400
-    num_topics: int = 8
-    min_len: int = 5
-    max_len: int = 14
-    text_dim: int = 64
-    image_dim: int = 48
-    successor_prob: float = 0.4
-    seed: int = 0
+    num_users: int = flag(1200, "users")
+    num_items: int = flag(400, "items (>= 2 * --num-topics)")
+    num_topics: int = flag(8, f"item topics (at most {len(_TOPICS)})")
+    min_len: int = flag(5, "shortest sequence (>= 3)")
+    max_len: int = flag(14, "longest sequence")
+    text_dim: int = flag(64, "width of the synthetic text embedding")
+    image_dim: int = flag(48, "width of the synthetic image embedding")
+    successor_prob: float = flag(0.4, "chance that the next item is the current item's fixed successor")
+    seed: int = flag(0, "random seed")
+
+
+@dataclass
+class SyntheticArgs:
+    """The flags of ``python -m genrec.data synthetic`` besides :class:`SyntheticConfig`'s."""
+
+    out: str = flag("data", "data root; the dataset goes to <out>/<name>/")
+    name: str = flag("Synthetic", "dataset name")
+    overwrite: bool = flag(False, "replace an existing dataset; deletes its codes (*.index*.json) and "
+                           "embeddings (*.npy)")
 
 
 def _title(rng: np.random.Generator, topic: int, item: int) -> tuple[str, str, str]:
@@ -132,16 +143,12 @@ def generate_synthetic(root: str | Path, name: str = "Synthetic", overwrite: boo
 
 def add_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synthetic", help="write the embedded synthetic default dataset")
-    p.add_argument("--out", default="data", help="data root; the dataset goes to <out>/<name>/")
-    p.add_argument("--name", default="Synthetic")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing dataset; deletes its codes (*.index*.json) and embeddings (*.npy)")
-    for field, default in SyntheticConfig().__dict__.items():
-        p.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default)
+    add_dataclass_flags(p, SyntheticArgs)
+    add_dataclass_flags(p, SyntheticConfig)
 
-    def run(args: argparse.Namespace) -> int:
-        overrides = {f: getattr(args, f) for f in SyntheticConfig().__dict__}
-        generate_synthetic(args.out, args.name, overwrite=args.overwrite, **overrides)
+    def run(ns: argparse.Namespace) -> int:
+        args = SyntheticArgs(**given_flags(ns, SyntheticArgs))
+        generate_synthetic(args.out, args.name, overwrite=args.overwrite, **given_flags(ns, SyntheticConfig))
         return 0
 
     p.set_defaults(func=run)

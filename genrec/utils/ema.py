@@ -40,10 +40,6 @@ class WeightAverage:
     def module(self) -> torch.nn.Module:
         return self.averaged.module
 
-    @property
-    def updates(self) -> int:
-        return int(self.averaged.n_averaged)
-
     def update(self, model: torch.nn.Module) -> None:
         self.averaged.update_parameters(model)
 

@@ -49,10 +49,6 @@ class RunLock:
         self._file = f
         _held.add(self)
 
-    @property
-    def held(self) -> bool:
-        return self._file is not None
-
     def release(self) -> None:
         if self._file is not None:
             # A run that failed before writing anything leaves no folder behind. The lock file is

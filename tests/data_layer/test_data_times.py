@@ -29,8 +29,8 @@ def test_times_load_and_reach_the_split(tmp_path):
     assert ds.times == [[10, 20, 20, 30], [5, 6, 7]]
     split = ds.split(max_history=2, with_times=True)
     t0 = split.test[0]
-    assert t0.history == (1, 2) and t0.times == (20, 20) and t0.target == 3 and t0.target_time == 30
-    assert split.valid[1].times == (5,) and split.valid[1].target_time == 6
+    assert t0.history == (1, 2) and t0.times == (20, 20) and t0.target == 3
+    assert split.valid[1].times == (5,)
     assert [s.times for s in split.train] == [(10,)]
     plain = ds.split(max_history=2)  # default: no times, as before
     assert plain.test[0].times is None and plain.test[0] == type(t0)(0, (1, 2), 3)

@@ -223,7 +223,7 @@ def test_weight_average_is_what_is_evaluated_kept_as_best_and_resumed(root, tmp_
     tr = Trainer(_cfg(root, tmp_path, run="ema", ema_decay=0.9, max_steps=6, eval_every_steps=3,
                       eval_every_epochs=0))
     out = tr.fit()
-    assert out["step"] == 6 and tr.ema.updates == 6
+    assert out["step"] == 6 and tr.ema.averaged.n_averaged == 6
     run = tmp_path / "log" / "ema"
     raw = {k: v.clone() for k, v in tr.acc.unwrap_model(tr.model).state_dict().items()}
     avg = tr.ema.module.state_dict()
@@ -239,8 +239,8 @@ def test_weight_average_is_what_is_evaluated_kept_as_best_and_resumed(root, tmp_
     # resume restores the average and its update count beside the raw weights
     tr2 = Trainer(_cfg(root, tmp_path, run="ema", ema_decay=0.9, max_steps=8, eval_every_steps=3,
                        eval_every_epochs=0), resume=True)
-    assert tr2.ema.updates == 6 and torch.allclose(tr2.ema.module.state_dict()[name], avg[name])
-    assert tr2.fit()["step"] == 8 and tr2.ema.updates == 8
+    assert tr2.ema.averaged.n_averaged == 6 and torch.allclose(tr2.ema.module.state_dict()[name], avg[name])
+    assert tr2.fit()["step"] == 8 and tr2.ema.averaged.n_averaged == 8
     tr2.run_lock.release()
     with pytest.raises(ValueError, match="ema_decay"):
         Trainer(_cfg(root, tmp_path, run="ema2", ema_decay=1.0))
