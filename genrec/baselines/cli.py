@@ -16,12 +16,15 @@ Several processes (CPU or GPU)::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from genrec.data import DataError, RecDataset, load_dataset
+from genrec.utils.cli_args import add_dataclass_flags, flag
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -41,20 +44,43 @@ def open_dataset(root: str | Path, name: str) -> RecDataset:
     return load_dataset(resolve_data_root(root, name), name)
 
 
+@dataclass
+class ModelFlags:
+    """Run-wide flags beside the training config's (None = the model's default)."""
+
+    num_threads: int | None = flag(None, "torch CPU threads; 1 is much faster when other jobs share the cores")
+    residual: str | None = flag(None, "residual of the SASRec/TiSASRec blocks: plain, or mHC residual streams",
+                                choices=("plain", "mhc"))
+    streams: int | None = flag(None, "mHC: number of residual streams (4 when unset)")
+    sinkhorn_iters: int | None = flag(None, "mHC: Sinkhorn-Knopp iterations (20 when unset)")
+
+
+@dataclass
+class TrainRunArgs:
+    """The flags of ``python -m genrec.baselines train`` besides the training ones."""
+
+    model: str = flag("", "registered model (see `list`)", required=True)
+    dataset: str = flag("", "dataset name", required=True)
+    data_root: str = flag("data", "falls back to ../shared/data when <root>/<ds> is missing")
+    time_budget_minutes: float = flag(0.0, "training budget (0 = none)")
+    output_dir: str = flag("", "checkpoints and result.json; rerunning resumes")
+
+
+def _with_defaults(p: argparse.ArgumentParser, cls: type) -> None:
+    """Every field of ``cls`` present in the namespace (the registry reads them as attributes)."""
+    p.set_defaults(**{f.name: f.default for f in dataclasses.fields(cls)})
+
+
 def add_train_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by ``train`` and the results benchmark (None = the model's default)."""
     g = p.add_argument_group("training (defaults per model, see genrec.baselines.registry)")
     from genrec.baselines.settings import TRAIN_FLAGS
     from genrec.baselines.trainer import TrainConfig
-    from genrec.utils.cli_args import add_dataclass_flags
 
     # defaults shown are TrainConfig's; a model's preset (genrec/configs/baselines/presets.toml) may differ
     add_dataclass_flags(g, TrainConfig, only=TRAIN_FLAGS)
-    g.add_argument("--num-threads", "--threads", dest="num_threads", type=int, help="torch CPU threads; 1 is much faster when other jobs share the cores")
-    g.add_argument("--residual", choices=("plain", "mhc"),
-                   help="residual of the SASRec/TiSASRec blocks: plain, or mHC residual streams")
-    g.add_argument("--streams", type=int, help="mHC: number of residual streams (default 4)")
-    g.add_argument("--sinkhorn-iters", type=int, help="mHC: Sinkhorn-Knopp iterations (default 20)")
+    add_dataclass_flags(g, ModelFlags)
+    _with_defaults(p, ModelFlags)
     g.add_argument("--set", action="append", default=[], metavar="[MODEL.]FIELD=VALUE",
                    help="override a model or training config field, e.g. dropout=0.5 or sasrec-bce.lr=0.002")
 
@@ -65,12 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the registered models")
     t = sub.add_parser("train", help="train and evaluate one model on one dataset")
-    t.add_argument("--model", required=True)
-    t.add_argument("--dataset", required=True)
-    t.add_argument("--data-root", default="data", help="falls back to ../shared/data when <root>/<ds> is missing")
-    t.add_argument("--time-budget-minutes", "--budget-minutes", dest="time_budget_minutes", type=float, default=0.0,
-                   help="training budget (0 = none)")
-    t.add_argument("--output-dir", default="", help="checkpoints and result.json; rerunning resumes")
+    add_dataclass_flags(t, TrainRunArgs)
+    _with_defaults(t, TrainRunArgs)
     add_train_flags(t)
     return parser
 
