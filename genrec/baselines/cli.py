@@ -66,6 +66,16 @@ class TrainRunArgs:
     output_dir: str = flag("", "checkpoints and result.json; rerunning resumes")
 
 
+@dataclass
+class EmbeddingsArgs:
+    """The flags of ``python -m genrec.baselines embeddings``."""
+
+    run: str = flag("", "baseline run folder (the --output-dir of train)", required=True)
+    dataset: str = flag("", "dataset the run was trained on", required=True)
+    data_root: str = flag("data", "folder holding <dataset>/ (written to, so not the shared read-only copy)")
+    name: str = flag("sasrec", "the file is <ds>.emb-<name>.npy")
+
+
 def _with_defaults(p: argparse.ArgumentParser, cls: type) -> None:
     """Every field of ``cls`` present in the namespace (the registry reads them as attributes)."""
     p.set_defaults(**{f.name: f.default for f in dataclasses.fields(cls)})
@@ -94,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_flags(t, TrainRunArgs)
     _with_defaults(t, TrainRunArgs)
     add_train_flags(t)
+    e = sub.add_parser("embeddings", help="write a trained run's item table as <ds>.emb-<name>.npy (row i = item i)")
+    add_dataclass_flags(e, EmbeddingsArgs)
     return parser
 
 
@@ -106,6 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "list":
         for name in MODELS:
             print(name, "" if name not in MODEL_DEFAULTS else MODEL_DEFAULTS[name])
+        return 0
+    if args.command == "embeddings":
+        from genrec.baselines.embeddings import write_item_embeddings
+        from genrec.utils.cli_args import given_flags
+
+        ea = EmbeddingsArgs(**given_flags(args, EmbeddingsArgs))
+        try:
+            print(write_item_embeddings(ea.run, load_dataset(ea.data_root, ea.dataset), ea.name))
+        except (DataError, ValueError, FileNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         return 0
     if args.num_threads:
         import torch

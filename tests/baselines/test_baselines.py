@@ -310,3 +310,22 @@ def test_presets_come_from_the_checked_in_toml_and_bad_ones_name_the_entry(tmp_p
         with pytest.raises(ValueError, match=message) as e:
             load_presets(bad)
         assert "bad.toml" in str(e.value)
+
+
+def test_item_embeddings_of_a_run_are_its_item_table_and_feed_the_quantizer(syn_copy, tmp_path):
+    from genrec.baselines.embeddings import item_embeddings
+
+    ds = load_dataset(syn_copy, "Synthetic")
+    run = tmp_path / "run"
+    MODELS["sasrec"](ds, 0.0, _args(epochs=1, batch_size=64, output_dir=str(run)))
+    assert cli_main(["embeddings", "--run", str(run), "--dataset", "Synthetic", "--data-root", str(syn_copy),
+                     "--name", "cf"]) == 0
+    table = np.load(syn_copy / "Synthetic" / "Synthetic.emb-cf.npy")
+    weights = load_file(str(run / "best" / "model.safetensors"))["item_emb.weight"][1:]  # row 0 is padding
+    assert table.shape == (ds.num_items, weights.shape[1]) and np.allclose(table, weights.numpy())
+    assert np.array_equal(item_embeddings(run, ds), table)
+    from index.data import load_embedding_set  # the quantizer reads it like any other embedding
+
+    assert load_embedding_set(syn_copy, ["Synthetic"], "cf").x.shape == table.shape
+    assert cli_main(["embeddings", "--run", str(tmp_path / "nothing"), "--dataset", "Synthetic",
+                     "--data-root", str(syn_copy)]) == 2
