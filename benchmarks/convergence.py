@@ -104,6 +104,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "genrec+constrained+pooled+ema": {"objective": "constrained", "item_inputs": "pooled", "ema_decay": 0.999},
     "genrec+constrained+pooled+dropout0+ema": {"objective": "constrained", "item_inputs": "pooled", "dropout": 0.0,
                                                "ema_decay": 0.999},
+    # the average over Office's best rung (budget-long decay): its scores still jump between the last epochs
+    "genrec+constrained+pooled+anneal+ema": {"objective": "constrained", "item_inputs": "pooled",
+                                             "prefix_training": False, "scheduler": "cosine", "anneal": "budget",
+                                             "ema_decay": 0.999},
+    # semantic IDs from a trained SASRec's item table instead of the item text (needs --text-codes
+    # DATASET=<codes>, made by `python -m genrec.baselines embeddings` then index.train / generate_codes):
+    # the code tree then follows the collaborative similarity a next-item softmax learns
+    "genrec+constrained+pooled+anneal+cfcodes": {"objective": "constrained", "item_inputs": "pooled",
+                                                 "prefix_training": False, "scheduler": "cosine", "anneal": "budget",
+                                                 "cfcodes": True},
     # finetune from a cross-domain pretraining run (needs --pretrained DATASET=RUN; same codes as that run)
     "genrec+constrained+pooled+pretrain": {"objective": "constrained", "item_inputs": "pooled", "prefix_training": False,
                                            "pretrain": True},
@@ -154,6 +164,9 @@ def variant_config(dataset, model: str, args: argparse.Namespace, codes: dict[st
         if dataset.name not in args.teacher_runs:
             raise SystemExit(f"convergence: error: {model} needs --teacher {dataset.name}=<generator run>")
         lever["distill_from"] = args.teacher_runs[dataset.name]
+    if lever.pop("cfcodes", False) and dataset.name not in codes:
+        raise SystemExit(f"convergence: error: {model} needs --text-codes {dataset.name}=<codes of a baseline's "
+                         "item table>")
     if lever.pop("pretrain", False):
         if dataset.name not in args.pretrained_runs:
             raise SystemExit(f"convergence: error: {model} needs --pretrained {dataset.name}=<pretraining run>")
