@@ -43,7 +43,7 @@ def leaves_to_items(trie: CodeTrie, leaves: torch.Tensor, scores: torch.Tensor, 
     items_out: list[list[int]] = []
     scores_out: list[list[float]] = []
     if trie.unique:
-        first = trie.leaf_items[trie.leaf_ptr[:-1]]
+        first = trie.leaf_items[trie.leaf_ptr[:-1]].cpu()
         mapped = torch.where(leaves >= 0, first[leaves.clamp(min=0)], -1)
         for row, srow in zip(mapped.tolist(), scores.tolist()):
             keep = [(i, s) for i, s in zip(row, srow) if i >= 0][:topk]

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Instruments finetune + full test evaluation on one GPU, for a short lease: the published recipe
+# and the CPU-ladder levers, trained side by side on the one GPU under the same wall budget.
+#
+#   bash benchmarks/gpu_instruments.sh OUT [BUDGET_MINUTES]
+#
+# Needs data/Instruments (inter.json and both code files). Every run starts from scratch (no
+# pretraining), lays its cosine decay over the budget (--anneal-minutes; the paper's schedule is laid
+# over 200 epochs, which a short budget would never reach), and is scored on every test user, text,
+# image and fused (scripts/evaluate.sh). A 2-step preflight of each configuration runs first, so a
+# broken setup fails in seconds rather than after the budget.
+#
+# Runs:
+#   paper          --recipe paper: paper T5 (4.74M), full-vocabulary softmax, code-token inputs, batch 1024
+#   cpu            --recipe cpu: small T5 (0.47M), constrained objective, pooled item inputs, batch 256
+#   paper-levers   --recipe cpu --preset paper: the paper T5 with the constrained objective and pooled inputs
+#
+# Writes OUT/summary.json (and a table on stdout), OUT/<run>.log, OUT/runs.tgz.part* (run folders
+# without optimizer checkpoints: best/ weights, tokenizer, config, metrics, eval results).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:?usage: gpu_instruments.sh OUT [BUDGET_MINUTES]}
+BUDGET=${2:-5}
+RUNS=${RUNS_DIR:-/tmp/gpu-runs}
+export GENREC_CACHE=${GENREC_CACHE:-/tmp/genrec-cache} PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+mkdir -p "$OUT" "$RUNS"
+PY=${PYTHON:-python3}
+# scripts/evaluate.sh calls `python`; some GPU images only have python3
+if ! command -v python >/dev/null; then mkdir -p /tmp/pybin && ln -sf "$(command -v "$PY")" /tmp/pybin/python && export PATH=/tmp/pybin:$PATH; fi
+
+declare -A FLAGS=(
+  [paper]="--recipe paper --micro-batch-size 1024"
+  [cpu]="--recipe cpu"
+  [paper-levers]="--recipe cpu --preset paper"
+)
+NAMES=(paper cpu paper-levers)
+COMMON="--dataset Instruments --data-root data --output-dir $RUNS --no-progress --eval-batch-size 1024 --warmup-epochs 0.5"
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+$PY -c "import torch, transformers, accelerate; print('torch', torch.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__, 'cuda', torch.cuda.is_available())" | tee -a "$OUT/gpu.txt"
+
+preflight() {  # 2 optimizer steps, a tiny validation, 64 test users: every code path of the real run
+  local name=$1
+  $PY -m genrec.finetune ${FLAGS[$name]} $COMMON --run "pre-$name" --max-steps 2 --valid-users 16 --eval-users 16 \
+      --overwrite >"$OUT/pre-$name.log" 2>&1 &&
+  $PY -m genrec.evaluate --ckpt "$RUNS/pre-$name" --dataset Instruments --task seqrec --max-users 64 --no-progress \
+      >>"$OUT/pre-$name.log" 2>&1
+}
+t0=$(date +%s)
+preflight paper || { echo "preflight paper failed"; tail -30 "$OUT/pre-paper.log"; exit 1; }  # builds the token cache
+pids=()
+for name in cpu paper-levers; do preflight "$name" & pids+=($!); done
+ok=1
+for i in "${!pids[@]}"; do wait "${pids[$i]}" || { ok=0; n=${NAMES[$((i + 1))]}; echo "preflight $n failed"; tail -30 "$OUT/pre-$n.log"; }; done
+[ "$ok" = 1 ] || exit 1
+echo "preflight passed in $(( $(date +%s) - t0 )) s"
+
+run_one() {
+  local name=$1
+  $PY -m genrec.finetune ${FLAGS[$name]} $COMMON --run "$name" --time-budget-minutes "$BUDGET" --budget-clock wall \
+      --anneal-minutes "$BUDGET" --scheduler cosine --overwrite ${EXTRA:-} >"$OUT/$name.log" 2>&1 &&
+  bash scripts/evaluate.sh "$RUNS/$name" Instruments --no-progress ${EVAL_EXTRA:-} >>"$OUT/$name.log" 2>&1
+}
+pids=()
+for name in "${NAMES[@]}"; do run_one "$name" & pids+=($!); done
+# a lease ends hard: stop whatever still runs DEADLINE seconds after the start, so the results so far come back
+( sleep $(( ${DEADLINE:-540} - ($(date +%s) - t0) )); echo "deadline: stopping what still runs";
+  pkill -f 'genrec[./](evaluate|fusion|finetune)' ) & watchdog=$!
+for i in "${!pids[@]}"; do wait "${pids[$i]}" || echo "run ${NAMES[$i]} failed or was stopped (see logs/${NAMES[$i]}.log)"; done
+kill "$watchdog" 2>/dev/null
+echo "runs finished $(( $(date +%s) - t0 )) s after the start"
+
+$PY - "$RUNS" "$OUT" "$BUDGET" <<'EOF'
+import json, sys
+from pathlib import Path
+runs, out, budget = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+rows = []
+for name in ("paper", "cpu", "paper-levers"):
+    row = {"run": name, "budget_wall_minutes": budget}
+    for line in (runs / name / "metrics.jsonl").read_text().splitlines() if (runs / name / "metrics.jsonl").is_file() else []:
+        rec = json.loads(line)
+        if rec.get("type") == "end":
+            row.update({k: rec.get(k) for k in ("step", "stop_reason", "train_seconds")})
+        elif rec.get("type") == "eval":
+            row["epoch"] = rec.get("epoch")
+            if rec.get("valid_NDCG@10") is not None:
+                row["best_valid_NDCG@10"] = max(row.get("best_valid_NDCG@10", 0.0), rec["valid_NDCG@10"])
+    for kind in ("seqrec", "seqimage", "fused"):
+        f = next(iter(sorted((runs / name / "eval").glob(f"Instruments-{kind}-test*.metrics.json"))), None)
+        if f is not None:
+            m = json.loads(f.read_text())
+            row[kind] = {k: m["metrics"].get(k) for k in ("HR@10", "NDCG@10", "HR@5", "NDCG@5")}
+            if "users_per_second" in m:
+                row[kind]["users_per_second"] = m["users_per_second"]
+    rows.append(row)
+(out / "summary.json").write_text(json.dumps(rows, indent=2))
+print(f"{'run':14s} {'steps':>6s} {'epochs':>6s} {'text N@10':>9s} {'image N@10':>10s} {'fused N@10':>10s} {'fused H@10':>10s}")
+for r in rows:
+    g = lambda k, m: (r.get(k) or {}).get(m)
+    f = lambda v: f"{v:.4f}" if isinstance(v, (int, float)) else "-"
+    print(f"{r['run']:14s} {str(r.get('step', '-')):>6s} {str(r.get('epoch', '-')):>6s} {f(g('seqrec', 'NDCG@10')):>9s} "
+          f"{f(g('seqimage', 'NDCG@10')):>10s} {f(g('fused', 'NDCG@10')):>10s} {f(g('fused', 'HR@10')):>10s}")
+EOF
+mkdir -p "$RUNS/logs" && mv "$OUT"/*.log "$RUNS/logs/"  # at most 8 files come back from a lease
+tar -C "$RUNS" --exclude='checkpoint-*' --exclude='last' --exclude='*.predictions.jsonl' -czf /tmp/runs.tgz paper cpu paper-levers logs 2>/dev/null
+split -b 15m /tmp/runs.tgz "$OUT/runs.tgz.part"
+ls -la "$OUT"
