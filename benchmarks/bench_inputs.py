@@ -60,10 +60,21 @@ def _measure(args: argparse.Namespace, tasks: list[str], item_inputs: str, prefi
         if k >= args.warmup:
             times.append(time.process_time() - t0)
     per_step = float(np.mean(times))
+    # the same batches again, untimed, under torch's FLOP counter (matmuls and attention, forward and
+    # backward): the compute each mode must do, whatever the implementation
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops = []
+    for k in range(args.warmup, args.warmup + args.steps):
+        with FlopCounterMode(display=False) as counter:
+            tr._step(plan.batches[k % len(plan.batches)], plan.choice, lengths)
+        flops.append(counter.get_total_flops())
     targets = sum(tr.trainset.target_tokens(b, plan.choice) for b in plan.batches)
     return {"item_inputs": item_inputs, "prefix_training": prefix, "tasks": tasks, "dropout": dropout,
             "steps_per_epoch": len(plan.batches),
             "cpu_seconds_per_step": round(per_step, 4), "cpu_seconds_per_epoch": round(per_step * len(plan.batches), 1),
+            "gflop_per_step": round(float(np.mean(flops)) / 1e9, 3),
+            "achieved_gflop_per_cpu_second": round(float(np.mean(flops)) / 1e9 / per_step, 1),
             "target_tokens_per_epoch": int(targets)}
 
 
@@ -100,8 +111,12 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['cpu_seconds_per_epoch']:.0f} CPU-s/epoch")
     # ratios against the token inputs of the same tasks and dropout
     base = {(len(r["tasks"]), r["dropout"]): r["cpu_seconds_per_epoch"] for r in rows if r["item_inputs"] == "tokens"}
+    base_flops = {(len(r["tasks"]), r["dropout"]): r["gflop_per_step"] * r["steps_per_epoch"]
+                  for r in rows if r["item_inputs"] == "tokens"}
     for r in rows:
         r["tokens_over_this"] = round(base[len(r["tasks"]), r["dropout"]] / r["cpu_seconds_per_epoch"], 2)
+        # the same ratio in FLOPs per epoch: the most any implementation of this mode could gain
+        r["tokens_flops_over_this"] = round(base_flops[len(r["tasks"]), r["dropout"]] / (r["gflop_per_step"] * r["steps_per_epoch"]), 2)
         if r["dropout"] == "torch":
             same = next(m for m in rows if m["dropout"] == "mask" and m["item_inputs"] == r["item_inputs"]
                         and m["tasks"] == r["tasks"] and m["prefix_training"] == r["prefix_training"])
@@ -110,12 +125,13 @@ def main(argv: list[str] | None = None) -> int:
            "command": "python benchmarks/bench_inputs.py " + " ".join(sys.argv[1:] if argv is None else argv), "rows": rows}
     path = Path(args.out) / f"inputs_cost-{args.dataset}.json"
     atomic_write_json(path, out, indent=1)
-    print("\n| tasks | inputs | prefix | dropout | CPU-s / epoch | tokens / this | torch dropout / this |\n"
-          "|---|---|---|---|---|---|---|")
+    print("\n| tasks | inputs | prefix | dropout | CPU-s / epoch | tokens / this | same in FLOPs | GFLOP/CPU-s | torch dropout / this |\n"
+          "|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         gain = f"{r['torch_dropout_over_this']:.2f}x" if "torch_dropout_over_this" in r else "-"
         print(f"| {','.join(r['tasks'])} | {r['item_inputs']} | {r['prefix_training']} | {r['dropout']} | "
-              f"{r['cpu_seconds_per_epoch']:.0f} | {r['tokens_over_this']:.2f}x | {gain} |")
+              f"{r['cpu_seconds_per_epoch']:.0f} | {r['tokens_over_this']:.2f}x | {r['tokens_flops_over_this']:.2f}x | "
+              f"{r['achieved_gflop_per_cpu_second']:.1f} | {gain} |")
     print(f"wrote {path}")
     return 0
 

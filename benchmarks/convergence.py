@@ -114,6 +114,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "genrec+constrained+pooled+anneal+cfcodes": {"objective": "constrained", "item_inputs": "pooled",
                                                  "prefix_training": False, "scheduler": "cosine", "anneal": "budget",
                                                  "cfcodes": True},
+    # the same codes under the constant rate, the schedule that did best at 30 minutes on Scientific
+    # (made by benchmarks/cfcodes.sh)
+    "genrec+constrained+pooled+cfcodes": {"objective": "constrained", "item_inputs": "pooled", "cfcodes": True},
     # finetune from a cross-domain pretraining run (needs --pretrained DATASET=RUN; same codes as that run)
     "genrec+constrained+pooled+pretrain": {"objective": "constrained", "item_inputs": "pooled", "prefix_training": False,
                                            "pretrain": True},

@@ -67,7 +67,7 @@ for name in "${NAMES[@]}"; do run_one "$name" & pids+=($!); done
 ( sleep $(( ${DEADLINE:-540} - ($(date +%s) - t0) )); echo "deadline: stopping what still runs";
   pkill -f 'genrec[./](evaluate|fusion|finetune)' ) & watchdog=$!
 for i in "${!pids[@]}"; do wait "${pids[$i]}" || echo "run ${NAMES[$i]} failed or was stopped (see logs/${NAMES[$i]}.log)"; done
-kill "$watchdog" 2>/dev/null
+pkill -P "$watchdog" 2>/dev/null; kill "$watchdog" 2>/dev/null
 echo "runs finished $(( $(date +%s) - t0 )) s after the start"
 
 $PY - "$RUNS" "$OUT" "$BUDGET" <<'EOF'

@@ -165,7 +165,7 @@ def load_teacher(path: str, dataset: RecDataset, max_len: int, with_times: bool)
     with torch.random.fork_rng(devices=[]):  # the student's dropout and batch order must not depend on the teacher
         teacher = build_model(cfg, dataset, window)
     load_weights(teacher, str(weights))
-    logger.info("distilling from %s (%s)", run, name)
+    logger.info("loaded the trained %s of %s", name, run)
     return teacher
 
 

@@ -122,14 +122,15 @@ def test_every_rung_trains_one_epoch_on_the_fixture(synthetic_root, tmp_path, mo
     assert saved["select_metric"] == conv.VARIANTS[model].get("select_metric", "ndcg@10")
 
 
-def test_the_cfcodes_rung_needs_explicit_codes(synthetic_root, tmp_path):
+@pytest.mark.parametrize("model,scheduler", [("genrec+constrained+pooled+anneal+cfcodes", "cosine"),
+                                             ("genrec+constrained+pooled+cfcodes", "constant")])
+def test_the_cfcodes_rungs_need_explicit_codes(synthetic_root, tmp_path, model, scheduler):
     conv = load_benchmark("convergence")
     _, dataset = _rung_data(synthetic_root, tmp_path)
     with pytest.raises(SystemExit, match="--text-codes Synthetic="):
-        conv.variant_config(dataset, "genrec+constrained+pooled+anneal+cfcodes", _rung_args(tmp_path), {})
-    cfg = conv.variant_config(dataset, "genrec+constrained+pooled+anneal+cfcodes", _rung_args(tmp_path),
-                              {"Synthetic": "cf.json"})
-    assert cfg.text_codes == "cf.json" and cfg.scheduler == "cosine"
+        conv.variant_config(dataset, model, _rung_args(tmp_path), {})
+    cfg = conv.variant_config(dataset, model, _rung_args(tmp_path), {"Synthetic": "cf.json"})
+    assert cfg.text_codes == "cf.json" and cfg.scheduler == scheduler
 
 
 def test_the_distilled_student_rung_trains_from_a_teacher_run(synthetic_root, tmp_path):

@@ -30,6 +30,10 @@ def test_every_mode_is_measured_against_tokens_of_the_same_tasks_and_dropout(syn
     assert all(r["tokens_over_this"] > 0 for r in rows)
     assert all(r["tokens_over_this"] == 1.0 for r in rows if r["item_inputs"] == "tokens")
     assert sum("torch_dropout_over_this" in r for r in rows) == 2
+    # every mode's FLOPs are counted, and pooling the items does less compute than reading their tokens
+    assert all(r["gflop_per_step"] > 0 for r in rows)
+    assert all(r["tokens_flops_over_this"] == 1.0 for r in rows if r["item_inputs"] == "tokens")
+    assert rows[1]["tokens_flops_over_this"] > 1.0
     import genrec.model
 
     assert genrec.model.MASK_DROPOUT is True  # restored after the stock-dropout rows
