@@ -10,6 +10,8 @@
 #   2. its item table -> WORK/data/DATASET/DATASET.emb-sasrec.npy   (python -m genrec.baselines embeddings)
 #   3. an RQ-VAE over it, the CPU schedule                          (python -m index.train --embedding sasrec)
 #   4. unique codes -> WORK/data/DATASET/DATASET.index_lemb.json    (python -m index.generate_codes)
+# MODALITY=image exports them as image codes (<A_i>..., DATASET.index_vitemb.json) instead: a second view
+# of the items beside their own text codes.
 # The dataset's interactions are linked from data/ (or ../shared/data; SOURCE_ROOT overrides) into WORK/data, never copied.
 # INDEX_ARGS: more index.train flags (a small catalogue needs --codebook-size below its item count).
 # Prints the code file; hand it to the generator with --text-codes (convergence.py: --text-codes DS=FILE).
@@ -28,7 +30,12 @@ WORK=$(cd "$WORK" && pwd)
 for f in "$SRC/$DS".inter.json "$SRC/$DS".item.json "$SRC/$DS".item2id "$SRC/$DS".user2id "$SRC/$DS".time.json; do
   [ -e "$f" ] && ln -sf "$f" "$WORK/data/$DS/"
 done
-CODES="$WORK/data/$DS/$DS.index_lemb.json"
+MODALITY=${MODALITY:-text}
+case "$MODALITY" in
+  text) CODES="$WORK/data/$DS/$DS.index_lemb.json" ;;
+  image) CODES="$WORK/data/$DS/$DS.index_vitemb.json" ;;
+  *) echo "cfcodes.sh: error: MODALITY must be text or image, not '$MODALITY'" >&2; exit 2 ;;
+esac
 
 echo "== 1. SASRec on $DS ($MINUTES CPU-minutes)"
 $PY -m genrec.baselines train --model sasrec --dataset "$DS" --data-root "$WORK/data" --output-dir "$WORK/sasrec-$DS" \
@@ -36,9 +43,10 @@ $PY -m genrec.baselines train --model sasrec --dataset "$DS" --data-root "$WORK/
 echo "== 2. its item table"
 $PY -m genrec.baselines embeddings --run "$WORK/sasrec-$DS" --dataset "$DS" --data-root "$WORK/data" --name sasrec
 echo "== 3. RQ-VAE over the item table"
-$PY -m index.train --data-root "$WORK/data" --datasets "$DS" --modality text --embedding sasrec --schedule cpu \
-    --num-threads 1 --run-dir "$WORK/index-$DS" --no-progress $( [ -e "$WORK/index-$DS/last" ] && echo --resume ) ${INDEX_ARGS:-}
+$PY -m index.train --data-root "$WORK/data" --datasets "$DS" --modality "$MODALITY" --embedding sasrec --schedule cpu \
+    --num-threads 1 --run-dir "$WORK/index-$DS-$MODALITY" --no-progress \
+    $( [ -e "$WORK/index-$DS-$MODALITY/last" ] && echo --resume ) ${INDEX_ARGS:-}
 echo "== 4. unique codes"
-$PY -m index.generate_codes --data-root "$WORK/data" --datasets "$DS" --modality text --embedding sasrec \
-    --ckpt "$WORK/index-$DS/best" --out "$WORK/data/$DS"
+$PY -m index.generate_codes --data-root "$WORK/data" --datasets "$DS" --modality "$MODALITY" --embedding sasrec \
+    --ckpt "$WORK/index-$DS-$MODALITY/best" --out "$WORK/data/$DS"
 echo "$CODES"

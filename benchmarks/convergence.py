@@ -117,6 +117,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the same codes under the constant rate, the schedule that did best at 30 minutes on Scientific
     # (made by benchmarks/cfcodes.sh)
     "genrec+constrained+pooled+cfcodes": {"objective": "constrained", "item_inputs": "pooled", "cfcodes": True},
+    # two views of every item: the dataset's text codes plus a SASRec item table's codes in the image
+    # slot (needs --image-codes DATASET=<codes>, made by MODALITY=image benchmarks/cfcodes.sh), so the
+    # cross-view tasks train and late fusion scores; for datasets that have no image codes of their own
+    "genrec+constrained+pooled+cfview": {"objective": "constrained", "item_inputs": "pooled", "cfview": True},
     # finetune from a cross-domain pretraining run (needs --pretrained DATASET=RUN; same codes as that run)
     "genrec+constrained+pooled+pretrain": {"objective": "constrained", "item_inputs": "pooled", "prefix_training": False,
                                            "pretrain": True},
@@ -170,6 +174,9 @@ def variant_config(dataset, model: str, args: argparse.Namespace, codes: dict[st
     if lever.pop("cfcodes", False) and dataset.name not in codes:
         raise SystemExit(f"convergence: error: {model} needs --text-codes {dataset.name}=<codes of a baseline's "
                          "item table>")
+    if lever.pop("cfview", False) and dataset.name not in args.image_code_files:
+        raise SystemExit(f"convergence: error: {model} needs --image-codes {dataset.name}=<codes of a baseline's "
+                         "item table, exported as image codes>")
     if lever.pop("pretrain", False):
         if dataset.name not in args.pretrained_runs:
             raise SystemExit(f"convergence: error: {model} needs --pretrained {dataset.name}=<pretraining run>")
@@ -178,6 +185,8 @@ def variant_config(dataset, model: str, args: argparse.Namespace, codes: dict[st
     cfg = apply_overrides(cfg, "genrec", args.set)
     if dataset.name in codes:
         cfg = dataclasses.replace(cfg, text_codes=codes[dataset.name])
+    if dataset.name in getattr(args, "image_code_files", {}):
+        cfg = dataclasses.replace(cfg, image_codes=args.image_code_files[dataset.name])
     return cfg
 
 
@@ -299,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budgets", nargs="+", type=float, default=[8.0, 30.0], help="training CPU-minutes, ascending")
     p.add_argument("--data-root", default="data")
     p.add_argument("--text-codes", nargs="*", default=[], metavar="DATASET=FILE", help="text code file per dataset")
+    p.add_argument("--image-codes", nargs="*", default=[], metavar="DATASET=FILE", help="image code file per dataset")
     p.add_argument("--codebooks", nargs="*", default=[], metavar="DATASET=RUN",
                    help="quantizer run that produced a dataset's text codes (for the seminit rung)")
     p.add_argument("--pretrained", nargs="*", default=[], metavar="DATASET=RUN",
@@ -346,6 +356,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
         args.codebook_runs = _dataset_paths("--codebooks", args.codebooks)
         args.pretrained_runs = _dataset_paths("--pretrained", args.pretrained)
         args.teacher_runs = _dataset_paths("--teacher", args.teacher)
+        args.image_code_files = _dataset_paths("--image-codes", args.image_codes)
     except ValueError as e:
         print(f"convergence: error: {e}", file=sys.stderr)
         return 2
@@ -359,7 +370,8 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
                           "minutes of the training process, validation included")
     for ds_name in args.datasets:
         try:
-            dataset = load_dataset(args.data_root, ds_name, text_codes=codes.get(ds_name))
+            dataset = load_dataset(args.data_root, ds_name, text_codes=codes.get(ds_name),
+                                   image_codes=args.image_code_files.get(ds_name))
         except (DataError, FileNotFoundError, ValueError) as e:
             print(f"convergence: error: {e}", file=sys.stderr)
             return 2

@@ -133,6 +133,18 @@ def test_the_cfcodes_rungs_need_explicit_codes(synthetic_root, tmp_path, model, 
     assert cfg.text_codes == "cf.json" and cfg.scheduler == scheduler
 
 
+def test_the_cfview_rung_takes_the_second_view_from_image_codes(synthetic_root, tmp_path):
+    conv = load_benchmark("convergence")
+    _, dataset = _rung_data(synthetic_root, tmp_path)
+    args = _rung_args(tmp_path)
+    args.image_code_files = {}
+    with pytest.raises(SystemExit, match="--image-codes Synthetic="):
+        conv.variant_config(dataset, "genrec+constrained+pooled+cfview", args, {})
+    args.image_code_files = {"Synthetic": "cf-image.json"}
+    cfg = conv.variant_config(dataset, "genrec+constrained+pooled+cfview", args, {})
+    assert cfg.image_codes == "cf-image.json" and cfg.text_codes == "" and cfg.objective == "constrained"
+
+
 def test_the_distilled_student_rung_trains_from_a_teacher_run(synthetic_root, tmp_path):
     import dataclasses
 
