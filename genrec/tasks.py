@@ -131,6 +131,8 @@ def resolve_tasks(tasks: Sequence[Task], datasets: Sequence[RecDataset]) -> dict
             used = True
         if not used:
             needs = "/".join(sorted(task.modalities))
+            runnable = [t.name for t in tasks if any(t.modalities <= set(dataset_codes(ds)) for ds in datasets)]
+            hint = f"; train the tasks the codes allow with --tasks {','.join(runnable)}" if runnable else ""
             raise ValueError(f"task {task.name} needs {needs} codes, which none of the datasets "
-                             f"({', '.join(d.name for d in datasets)}) has")
+                             f"({', '.join(d.name for d in datasets)}) has{hint}")
     return plan

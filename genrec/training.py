@@ -935,7 +935,31 @@ def config_from_args(mode: str, ns: argparse.Namespace) -> tuple[TrainConfig, bo
         from genrec.recipes import load_recipe
 
         base = dataclasses.replace(base, **load_recipe("quick", mode))
-    return dataclasses.replace(base, **given), False
+    cfg = dataclasses.replace(base, **given)
+    if "tasks" not in given:
+        cfg = dataclasses.replace(cfg, tasks=fit_recipe_tasks(cfg, cfg.tasks))
+    return cfg, False
+
+
+def fit_recipe_tasks(cfg: TrainConfig, tasks: list[str]) -> list[str]:
+    """A recipe's tasks less those that need codes none of the run's datasets has (a text-only
+    dataset trains the recipe's text tasks); tasks given with ``--tasks`` are never dropped."""
+    from genrec.data.dataset import code_paths
+
+    have = set()
+    for name in cfg.datasets:
+        found = code_paths(Path(cfg.data_root) / name, name, cfg.text_codes, cfg.image_codes)
+        have |= {m for m, path in found.items() if path is not None and Path(path).is_file()}
+    if not have:
+        return tasks  # no code file at all: loading the data reports it
+    kept = [t for t in tasks if get_task(t).modalities <= have]
+    dropped = [t for t in tasks if t not in kept]
+    if dropped and kept:
+        logger.info("the recipe's tasks %s need %s codes, which %s lacks: training %s",
+                    ",".join(dropped), "/".join(sorted({"text", "image"} - have)), ",".join(cfg.datasets),
+                    ",".join(kept))
+        return kept
+    return tasks
 
 
 def cli_main(mode: str, argv: Sequence[str] | None = None) -> int:

@@ -592,6 +592,25 @@ def test_recipes_load_in_order_defaults_recipe_flags(tmp_path):
         config_from_args("finetune", build_parser("finetune").parse_args(["--recipe", "gpu9"]))
 
 
+def test_a_text_only_dataset_trains_the_recipes_text_tasks_but_explicit_tasks_are_kept(root):
+    from genrec.tasks import parse_tasks, resolve_tasks
+    from genrec.training import build_parser, config_from_args
+
+    args = ["--recipe", "cpu", "--dataset", "NoImage", "--data-root", str(root)]
+    cfg, _ = config_from_args("finetune", build_parser("finetune").parse_args(args))
+    assert cfg.tasks == ["seqrec"]  # seqimage, item2image, image2item and fusionseqrec need image codes
+    both, _ = config_from_args("finetune", build_parser("finetune").parse_args([*args[:2], "--dataset", "Synthetic",
+                                                                              "--data-root", str(root)]))
+    assert both.tasks == ["seqrec", "seqimage", "item2image", "image2item", "fusionseqrec"]
+    # asked for by name: not dropped, and the error says which tasks the codes allow
+    explicit, _ = config_from_args("finetune", build_parser("finetune").parse_args([*args, "--tasks", "seqrec,seqimage"]))
+    assert explicit.tasks == ["seqrec", "seqimage"]
+    from genrec.data import load_dataset
+
+    with pytest.raises(ValueError, match="--tasks seqrec$"):
+        resolve_tasks(parse_tasks(explicit.tasks), [load_dataset(root, "NoImage")])
+
+
 def test_distill_kl_is_zero_for_the_teacher_itself_and_ignores_invalid_tokens():
     from genrec.decoding import CodeTrie
     from genrec.objective import distill_kl_sum
