@@ -195,7 +195,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def import_convergence(results: dict[str, Any], path: Path, budget: float, datasets: list[str], command: str) -> int:
+def import_convergence(results: dict[str, Any], path: Path, budget: float, datasets: list[str], command: str,
+                       suffix: str = "") -> int:
     """Rows from the genrec points of a convergence file at one budget (their own runs, test split, same protocol)."""
     conv = json.loads(path.read_text(encoding="utf-8"))
     n = 0
@@ -210,7 +211,7 @@ def import_convergence(results: dict[str, Any], path: Path, budget: float, datas
                    best_epoch=round(p.get("best_epoch") or 0, 2), stop_reason=p.get("stop_reason"), reported=p.get("reported"),
                    train_config={"budget_minutes": f"{budget:g} CPU"}, command=command, source=str(path),
                    config=p.get("config"))
-        results["runs"].setdefault(p["dataset"], {})[f"{p['model']} (convergence run, {budget:g} CPU-min)"] = row
+        results["runs"].setdefault(p["dataset"], {})[f"{p['model']} (convergence run, {budget:g} CPU-min){suffix}"] = row
         n += 1
     if not n:
         print(f"error: {path}: no genrec points at {budget:g} minutes for {', '.join(datasets)}", file=sys.stderr)
@@ -254,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     results["published"] = {ds: dict(rows) for ds, rows in PUBLISHED.items()}
     if args.from_convergence:
-        added = import_convergence(results, Path(args.from_convergence), args.budget_minutes, args.datasets, command)
+        added = import_convergence(results, Path(args.from_convergence), args.budget_minutes, args.datasets, command,
+                                   args.suffix)
         write_outputs(results, out)
         print(render_markdown(results))
         return 0 if added else 2

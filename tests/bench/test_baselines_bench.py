@@ -69,3 +69,20 @@ def test_tiger_sports_and_toys_rows(bench):
     assert "| *published: TIGER (TIGER paper)* | - | 0.0264 | 0.0400 | 0.0181 | 0.0225 |" in sports
     assert "| *published: TIGER (TIGER paper)* | - | 0.0521 | 0.0712 | 0.0371 | 0.0432 |" in toys
     assert "published" not in md.split("## Office")[1]
+
+
+def test_convergence_points_become_rows_under_their_budget_and_suffix(bench, tmp_path):
+    metrics = {"HR@10": 0.1, "NDCG@10": 0.05, "HR@5": 0.07, "NDCG@5": 0.04, "HR@1": 0.02, "NDCG@1": 0.02}
+    points = [{"dataset": "Scientific", "model": "genrec+constrained+pooled", "budget_minutes": b, "test_NDCG@10": 0.05,
+               "reported": "text", "by_modality": {"text": metrics}, "stop_reason": "time_budget", "best_epoch": 3}
+              for b in (8.0, 30.0)] + [{"dataset": "Scientific", "model": "sasrec", "budget_minutes": 30.0}]
+    conv = tmp_path / "conv.json"
+    conv.write_text(json.dumps({"points": points}))
+    out = tmp_path / "out"
+    argv = ["--from-convergence", str(conv), "--budget-minutes", "30", "--datasets", "Scientific", "--out", str(out),
+            "--suffix", " (LETTER codes)"]
+    assert bench.main(argv) == 0
+    runs = json.loads((out / "results.json").read_text())["runs"]["Scientific"]
+    assert list(runs) == ["genrec+constrained+pooled (convergence run, 30 CPU-min) (LETTER codes)"]  # sasrec is no genrec point
+    row = next(iter(runs.values()))
+    assert row["NDCG@10"] == 0.05 and row["train_config"] == {"budget_minutes": "30 CPU"}
