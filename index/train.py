@@ -233,8 +233,8 @@ class QuantizerClient(Client):
         if self.scheduler is not None:
             record["lr"] = self.scheduler.get_last_lr()[0]
         if self.seen:
-            record.update(train_loss=self.sums[0] / self.seen, train_recon=self.sums[1] / self.seen,
-                          train_quant=self.sums[2] / self.seen)
+            mean = (self.sums / self.seen).tolist()  # plain floats in logs and metrics.jsonl
+            record.update(train_loss=mean[0], train_recon=mean[1], train_quant=mean[2])
         elapsed = round(time.perf_counter() - self.t_start, 3)
         record.update(metrics, elapsed_s=elapsed)
         self.last_record = record
