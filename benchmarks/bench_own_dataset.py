@@ -202,9 +202,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _metrics(log: Path) -> str:
-    """The last metrics line ``genrec.evaluate`` printed (its table's NDCG@10 row)."""
-    lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if "NDCG" in line]
-    return lines[-1].strip() if lines else ""
+    """The header and the last result row of the table ``genrec.evaluate`` printed."""
+    rows = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines()
+            if line.startswith("|") and not line.startswith("|---")]
+    header = next((r for r in rows if "NDCG" in r), "")
+    results = [r for r in rows if "NDCG" not in r]
+    return f"{header} {results[-1]}" if header and results else ""
 
 
 if __name__ == "__main__":

@@ -21,3 +21,13 @@ def test_written_dump_prepares_back_to_the_same_sequences(synthetic_root, tmp_pa
     item2id = dict(line.split("\t") for line in (tmp_path / "data" / "Dump" / "Dump.item2id").read_text().splitlines())
     i = next(iter(items))
     assert out_items[item2id[f"B{int(i):09d}"].strip()]["title"] == items[i]["title"]
+
+
+def test_the_evaluate_stage_keeps_the_result_row_not_only_the_header(tmp_path):
+    bench = load_benchmark("bench_own_dataset")
+    log = tmp_path / "evaluate.log"
+    log.write_text("INFO loading\n| run | HR@10 | NDCG@10 |\n|---|---|---|\n| X seqrec (test, 5 users) | 0.2000 | 0.1000 |\n"
+                   "0.5 users/s; wrote x\n")
+    assert bench._metrics(log) == "| run | HR@10 | NDCG@10 | | X seqrec (test, 5 users) | 0.2000 | 0.1000 |"
+    log.write_text("no table\n")
+    assert bench._metrics(log) == ""
