@@ -338,6 +338,9 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("transformers", "accelerate", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # save_pretrained's per-shard bar, once per checkpoint
     import torch
 
     from genrec.data import load_dataset
