@@ -98,3 +98,12 @@ def timed(timed_root):
     from genrec.data import load_dataset
 
     return load_dataset(timed_root, "Synthetic")
+
+
+def free_port() -> int:
+    """A free local TCP port for a two-process launch (the default 29500 may be taken by another run)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -23,6 +23,7 @@ torch.set_num_threads(1)  # the test machine is shared; one thread avoids OpenMP
 
 from conftest import BASELINE_METRICS as METRICS  # noqa: E402
 from conftest import baseline_args as _args  # noqa: E402
+from conftest import free_port  # noqa: E402
 
 
 
@@ -244,7 +245,8 @@ def test_two_cpu_processes_train_and_gather_every_user(synthetic_root, tmp_path)
     import sys
 
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "genrec.baselines",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(free_port()), "-m", "genrec.baselines",
            "train", "--model", "sasrec-bce", "--dataset", "Synthetic", "--data-root", str(synthetic_root), "--cpu",
            "--epochs", "2", "--batch-size", "64", "--output-dir", str(tmp_path / "run")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from conftest import free_port
 
 from genrec.data import codes_to_json, format_code, load_dataset
 from genrec.decoding import CodeTrie, generate_with_trie, pad_sources
@@ -185,12 +186,6 @@ def test_shared_codes_without_dedup(tmp_path, data_root):
     assert all(len(r) == 5 for r in short)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_count_each_user_once(run_dir, tmp_path):
     """accelerate launch with two real CPU processes (the working form from stack-notes): 37 users
     in batches of 4 split unevenly; metrics and predictions equal the single-process run."""
@@ -201,7 +196,7 @@ def test_two_processes_count_each_user_once(run_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), "-m", "genrec.evaluate", "--ckpt", str(run_dir),
+           "--main_process_port", str(free_port()), "-m", "genrec.evaluate", "--ckpt", str(run_dir),
            "--dataset", NAME, "--beams", "5", "--topk", "5", "--batch-size", "4", "--no-progress", "--cpu",
            "--out-dir", str(multi)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from conftest import free_port
 
 from genrec.data import codes_to_json, format_code, load_inter_json
 from genrec.data_pipeline import collate
@@ -351,7 +352,8 @@ def test_two_cpu_processes_give_the_one_process_loss_curve(root, tmp_path):
     assert one.returncode == 0, one.stderr[-2000:]
     # the launch form that really starts two distributed CPU processes (see stack-notes)
     two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", script, *args,
+                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                          "--main_process_port", str(free_port()), script, *args,
                           "--run", "two", "--micro-batch-size", "24"], capture_output=True, text=True, timeout=300, env=env)
     assert two.returncode == 0, two.stderr[-2000:]
     summary = [json.loads(x) for x in two.stdout.splitlines() if x.startswith("{")]
