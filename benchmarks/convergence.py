@@ -163,6 +163,7 @@ def variant_config(dataset, model: str, args: argparse.Namespace, codes: dict[st
     from genrec.baselines.settings import apply_overrides
 
     lever = dict(VARIANTS[model])
+    image_codes = getattr(args, "image_code_files", {})
     if lever.pop("seminit", False):
         if dataset.name not in args.codebook_runs:
             raise SystemExit(f"convergence: error: {model} needs --codebooks {dataset.name}=<quantizer run>")
@@ -174,7 +175,7 @@ def variant_config(dataset, model: str, args: argparse.Namespace, codes: dict[st
     if lever.pop("cfcodes", False) and dataset.name not in codes:
         raise SystemExit(f"convergence: error: {model} needs --text-codes {dataset.name}=<codes of a baseline's "
                          "item table>")
-    if lever.pop("cfview", False) and dataset.name not in args.image_code_files:
+    if lever.pop("cfview", False) and dataset.name not in image_codes:
         raise SystemExit(f"convergence: error: {model} needs --image-codes {dataset.name}=<codes of a baseline's "
                          "item table, exported as image codes>")
     if lever.pop("pretrain", False):
@@ -185,8 +186,8 @@ def variant_config(dataset, model: str, args: argparse.Namespace, codes: dict[st
     cfg = apply_overrides(cfg, "genrec", args.set)
     if dataset.name in codes:
         cfg = dataclasses.replace(cfg, text_codes=codes[dataset.name])
-    if dataset.name in getattr(args, "image_code_files", {}):
-        cfg = dataclasses.replace(cfg, image_codes=args.image_code_files[dataset.name])
+    if dataset.name in image_codes:
+        cfg = dataclasses.replace(cfg, image_codes=image_codes[dataset.name])
     return cfg
 
 

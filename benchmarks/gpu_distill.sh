@@ -41,34 +41,6 @@ wait $a || { echo "student-alone failed"; tail -20 "$RUNS/logs/student-alone.log
 wait $b || { echo "student-distilled failed"; tail -20 "$RUNS/logs/student-distilled.log"; }
 pkill -P $watchdog 2>/dev/null; kill $watchdog 2>/dev/null
 echo "finished $(( $(date +%s) - t0 )) s after the start"
-$PY - "$RUNS" "$OUT" "$BUDGET" "$TEACHER" "$T" "$ALPHA" <<'PYEOF'
-import json, sys
-from pathlib import Path
-runs, out = Path(sys.argv[1]), Path(sys.argv[2])
-rows = []
-for name in ("student-alone", "student-distilled"):
-    row = {"run": name, "budget_wall_minutes": float(sys.argv[3]), "teacher": sys.argv[4] if "distilled" in name else None,
-           "temperature": float(sys.argv[5]), "alpha": float(sys.argv[6])}
-    mj = runs / name / "metrics.jsonl"
-    for line in mj.read_text().splitlines() if mj.is_file() else []:
-        rec = json.loads(line)
-        if rec.get("type") == "end":
-            row.update({k: rec.get(k) for k in ("step", "stop_reason", "train_seconds")})
-        elif rec.get("type") == "eval":
-            row["epoch"] = rec.get("epoch")
-            row.setdefault("valid_curve", []).append([rec.get("step"), rec.get("valid_NDCG@10")])
-    for kind in ("seqrec", "seqimage", "fused"):
-        f = next(iter(sorted((runs / name / "eval").glob(f"Instruments-{kind}-test*.metrics.json"))), None)
-        if f is not None:
-            m = json.loads(f.read_text())
-            row[kind] = {k: m["metrics"].get(k) for k in ("HR@10", "NDCG@10")}
-            if "users_per_second" in m:
-                row[kind]["users_per_second"] = m["users_per_second"]
-    rows.append(row)
-(out / "summary.json").write_text(json.dumps(rows, indent=2))
-for r in rows:
-    g = lambda k: (r.get(k) or {}).get("NDCG@10")
-    print(r["run"], "steps", r.get("step"), "epochs", r.get("epoch"), "text", g("seqrec"), "image", g("seqimage"), "fused", g("fused"))
-PYEOF
+$PY benchmarks/run_summary.py "$OUT/summary.json" Instruments "$RUNS/student-alone" "$RUNS/student-distilled"
 tar -C "$RUNS" --exclude='checkpoint-*' --exclude='last' --exclude='*.predictions.jsonl' -czf "$OUT/students.tgz" student-alone student-distilled logs 2>/dev/null
 ls -la "$OUT"

@@ -70,37 +70,7 @@ for i in "${!pids[@]}"; do wait "${pids[$i]}" || echo "run ${NAMES[$i]} failed o
 pkill -P "$watchdog" 2>/dev/null; kill "$watchdog" 2>/dev/null
 echo "runs finished $(( $(date +%s) - t0 )) s after the start"
 
-$PY - "$RUNS" "$OUT" "$BUDGET" <<'EOF'
-import json, sys
-from pathlib import Path
-runs, out, budget = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
-rows = []
-for name in ("paper", "cpu", "paper-levers"):
-    row = {"run": name, "budget_wall_minutes": budget}
-    for line in (runs / name / "metrics.jsonl").read_text().splitlines() if (runs / name / "metrics.jsonl").is_file() else []:
-        rec = json.loads(line)
-        if rec.get("type") == "end":
-            row.update({k: rec.get(k) for k in ("step", "stop_reason", "train_seconds")})
-        elif rec.get("type") == "eval":
-            row["epoch"] = rec.get("epoch")
-            if rec.get("valid_NDCG@10") is not None:
-                row["best_valid_NDCG@10"] = max(row.get("best_valid_NDCG@10", 0.0), rec["valid_NDCG@10"])
-    for kind in ("seqrec", "seqimage", "fused"):
-        f = next(iter(sorted((runs / name / "eval").glob(f"Instruments-{kind}-test*.metrics.json"))), None)
-        if f is not None:
-            m = json.loads(f.read_text())
-            row[kind] = {k: m["metrics"].get(k) for k in ("HR@10", "NDCG@10", "HR@5", "NDCG@5")}
-            if "users_per_second" in m:
-                row[kind]["users_per_second"] = m["users_per_second"]
-    rows.append(row)
-(out / "summary.json").write_text(json.dumps(rows, indent=2))
-print(f"{'run':14s} {'steps':>6s} {'epochs':>6s} {'text N@10':>9s} {'image N@10':>10s} {'fused N@10':>10s} {'fused H@10':>10s}")
-for r in rows:
-    g = lambda k, m: (r.get(k) or {}).get(m)
-    f = lambda v: f"{v:.4f}" if isinstance(v, (int, float)) else "-"
-    print(f"{r['run']:14s} {str(r.get('step', '-')):>6s} {str(r.get('epoch', '-')):>6s} {f(g('seqrec', 'NDCG@10')):>9s} "
-          f"{f(g('seqimage', 'NDCG@10')):>10s} {f(g('fused', 'NDCG@10')):>10s} {f(g('fused', 'HR@10')):>10s}")
-EOF
+$PY benchmarks/run_summary.py "$OUT/summary.json" Instruments "$RUNS/paper" "$RUNS/cpu" "$RUNS/paper-levers"
 mkdir -p "$RUNS/logs" && mv "$OUT"/*.log "$RUNS/logs/"  # at most 8 files come back from a lease
 tar -C "$RUNS" --exclude='checkpoint-*' --exclude='last' --exclude='*.predictions.jsonl' -czf /tmp/runs.tgz paper cpu paper-levers logs 2>/dev/null
 split -b 15m /tmp/runs.tgz "$OUT/runs.tgz.part"

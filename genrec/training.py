@@ -942,22 +942,20 @@ def config_from_args(mode: str, ns: argparse.Namespace) -> tuple[TrainConfig, bo
 
 
 def fit_recipe_tasks(cfg: TrainConfig, tasks: list[str]) -> list[str]:
-    """A recipe's tasks less those that need codes none of the run's datasets has (a text-only
-    dataset trains the recipe's text tasks); tasks given with ``--tasks`` are never dropped."""
+    """A recipe's tasks less those that no dataset of the run has the codes for (a text-only dataset
+    trains the recipe's text tasks), by the rule :func:`genrec.tasks.resolve_tasks` applies later;
+    tasks given with ``--tasks`` are never dropped."""
     from genrec.data.dataset import code_paths
 
-    have = set()
-    for name in cfg.datasets:
-        found = code_paths(Path(cfg.data_root) / name, name, cfg.text_codes, cfg.image_codes)
-        have |= {m for m, path in found.items() if path is not None and Path(path).is_file()}
-    if not have:
+    found = [code_paths(Path(cfg.data_root) / name, name, cfg.text_codes, cfg.image_codes) for name in cfg.datasets]
+    per_dataset = [{m for m, path in f.items() if path is not None and Path(path).is_file()} for f in found]
+    if not any(per_dataset):
         return tasks  # no code file at all: loading the data reports it
-    kept = [t for t in tasks if get_task(t).modalities <= have]
+    kept = [t for t in tasks if any(get_task(t).modalities <= have for have in per_dataset)]
     dropped = [t for t in tasks if t not in kept]
     if dropped and kept:
-        logger.info("the recipe's tasks %s need %s codes, which %s lacks: training %s",
-                    ",".join(dropped), "/".join(sorted({"text", "image"} - have)), ",".join(cfg.datasets),
-                    ",".join(kept))
+        logger.info("the recipe's tasks %s need codes that %s lacks: training %s",
+                    ",".join(dropped), ",".join(cfg.datasets), ",".join(kept))
         return kept
     return tasks
 
