@@ -88,7 +88,8 @@ def _rung_args(tmp_path, **kw):
                                    "genrec+constrained+pooled+dropout0.3", "genrec+constrained+pooled+paper",
                                    "genrec+constrained+pooled+cosine25",
                                    "genrec+constrained+pooled+prefix", "genrec+constrained+pooled+pretrain",
-                                   "genrec+constrained+pooled+selectloss", "genrec+constrained+pooled+ema"])
+                                   "genrec+constrained+pooled+selectloss", "genrec+constrained+pooled+ema",
+                                   "genrec+constrained+pooled+grouped"])
 def test_every_rung_trains_one_epoch_on_the_fixture(synthetic_root, tmp_path, model):
     import dataclasses
 
@@ -120,6 +121,7 @@ def test_every_rung_trains_one_epoch_on_the_fixture(synthetic_root, tmp_path, mo
     assert saved["init"] == (pretrained.get("Synthetic"))
     assert saved["scheduler"] == conv.VARIANTS[model].get("scheduler", "constant")
     assert saved["select_metric"] == conv.VARIANTS[model].get("select_metric", "ndcg@10")
+    assert saved["group_by_length"] == conv.VARIANTS[model].get("group_by_length", False)
 
 
 @pytest.mark.parametrize("model,scheduler", [("genrec+constrained+pooled+anneal+cfcodes", "cosine"),
