@@ -16,7 +16,15 @@
   items ``1..j`` only, and the closing ``</s>`` is left out of the encoder, so one pass over a
   window yields every prefix's encoding (:mod:`genrec.prefix_training`).
 
-A checkpoint without these keys (older runs, plain T5) means ``full`` / ``tokens`` / not causal.
+- ``genrec_item_embeddings`` (pooled inputs only; 0 = off): the number of items that also get a
+  learned embedding of their own, added to their pooled input position. The codes make items that
+  share code prefixes look alike; a free per-item vector (what SASRec's input is) lets the encoder
+  tell them apart as far as the data says. Items are recognised by their whole code (the
+  ``item_keys`` buffer, saved with the weights); a code the model was not built with gets row 0,
+  a shared vector.
+
+A checkpoint without these keys (older runs, plain T5) means ``full`` / ``tokens`` / not causal /
+no item embeddings.
 """
 
 from __future__ import annotations
@@ -121,11 +129,39 @@ class GenRecT5(T5ForConditionalGeneration):
         if self.item_inputs == "pooled":
             self.item_modality = torch.nn.Embedding(2, config.d_model)
             self.item_modality.weight.data.zero_()  # starts as the plain mean of the code embeddings
+        n_items = int(getattr(config, "genrec_item_embeddings", 0) or 0)
+        self.item_embed = None
+        if n_items:
+            if self.item_inputs != "pooled":
+                raise ValueError("item embeddings need pooled item inputs (genrec_item_inputs='pooled')")
+            # row 0: any code the model was not built with; zero so training starts from the plain pooled model
+            self.item_embed = torch.nn.Embedding(n_items + 1, config.d_model)
+            self.item_embed.weight.data.zero_()
+            self.register_buffer("item_keys", torch.zeros(n_items, dtype=torch.long))
 
     def _init_weights(self, module):
         super()._init_weights(module)
-        if isinstance(module, torch.nn.Embedding) and module is getattr(self, "item_modality", None):
+        if isinstance(module, torch.nn.Embedding) and (module is getattr(self, "item_modality", None)
+                                                       or module is getattr(self, "item_embed", None)):
             module.weight.data.zero_()
+
+    def set_item_keys(self, code_ids: torch.Tensor | list[torch.Tensor]) -> None:
+        """Record which items own an embedding: ``[items, levels]`` token ids, one row per item, or a
+        list of such tables (one per modality: their widths may differ; each code is an item to the
+        encoder)."""
+        if self.item_embed is None:
+            raise ValueError("this model was built without item embeddings")
+        keys = torch.unique(self.code_keys(code_ids))
+        if len(keys) != len(self.item_keys):
+            raise ValueError(f"item embeddings: {len(keys)} distinct codes, but the model was built for "
+                             f"{len(self.item_keys)} (duplicate codes, or codes whose keys collide)")
+        self.item_keys.copy_(keys.to(self.item_keys.device))
+
+    def code_keys(self, code_ids: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """One int64 key per code, the number :meth:`pool_inputs` builds from an encoder input."""
+        tables = [code_ids] if isinstance(code_ids, torch.Tensor) else list(code_ids)
+        level = self.token_tables(tables[0].device)[0]
+        return torch.cat([_code_keys(t, level, self.config.vocab_size) for t in tables])
 
     def token_tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """``(level, modality)`` of every token id (level -1: not a code token), from the config.
@@ -167,6 +203,13 @@ class GenRecT5(T5ForConditionalGeneration):
             (flat,), is_code.reshape(-1), accumulate=True)
         item_mod, is_item = item_mod.view(B, P + 1)[:, :P], is_item.view(B, P + 1)[:, :P]
         out = out + self.item_modality(item_mod) * is_item.unsqueeze(-1).to(out.dtype)
+        if self.item_embed is not None:
+            tok_key = torch.where(is_code, input_ids.long() * self.config.vocab_size ** lvl.clamp(min=0), 0)
+            key = torch.zeros((B * (P + 1),), dtype=torch.long, device=input_ids.device).index_add_(
+                0, flat, tok_key.reshape(-1)).view(B, P + 1)[:, :P]
+            at = torch.searchsorted(self.item_keys, key).clamp(max=len(self.item_keys) - 1)
+            row = torch.where(self.item_keys[at] == key, at + 1, 0)
+            out = out + self.item_embed(row) * is_item.unsqueeze(-1).to(out.dtype)
         mask = (cnt.view(B, P + 1)[:, :P] > 0).to(attention_mask.dtype)
         return out, mask
 
@@ -213,6 +256,15 @@ class GenRecT5(T5ForConditionalGeneration):
         return super().forward(input_ids=input_ids, attention_mask=attention_mask, encoder_outputs=encoder_outputs, **kwargs)
 
 
+def _code_keys(code_ids: torch.Tensor, level: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Sum of ``id * vocab_size**level`` over each row's tokens: exact while vocab**levels < 2**63,
+    and the same wrapped number wherever it is computed the same way."""
+    lvl = level[code_ids]
+    if (lvl < 0).any():
+        raise ValueError("item embeddings: a code holds a token that is not a code token")
+    return (code_ids.long() * vocab_size ** lvl).sum(1)
+
+
 def encode_sources(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Encoder output and mask of any T5 (a plain T5 checkpoint encodes its tokens)."""
     if isinstance(model, GenRecT5):
@@ -231,8 +283,12 @@ def load_model(path) -> GenRecT5:
 
 
 def build_model(preset: str | ModelPreset, tokenizer: PreTrainedTokenizerBase, *, objective: str = "full",
-                item_inputs: str = "tokens", causal_encoder: bool = False, **overrides) -> GenRecT5:
-    """A freshly initialised T5 sized by ``preset`` for ``tokenizer``'s vocabulary."""
+                item_inputs: str = "tokens", causal_encoder: bool = False,
+                item_codes: torch.Tensor | list[torch.Tensor] | None = None, **overrides) -> GenRecT5:
+    """A freshly initialised T5 sized by ``preset`` for ``tokenizer``'s vocabulary.
+
+    ``item_codes`` (``[items, levels]`` token ids, or one such table per modality; pooled inputs
+    only): give each of these items a learned input embedding of its own (see the module doc)."""
     if isinstance(preset, str):
         if preset not in PRESETS:
             raise ValueError(f"unknown model preset {preset!r}; choose from {sorted(PRESETS)}")
@@ -251,6 +307,18 @@ def build_model(preset: str | ModelPreset, tokenizer: PreTrainedTokenizerBase, *
         genrec_item_inputs=item_inputs,
         genrec_code_tokens=code_token_table(tokenizer) if item_inputs == "pooled" else [],
         genrec_causal_encoder=causal_encoder,
+        genrec_item_embeddings=0 if item_codes is None else _count_items(item_codes, tokenizer),
         **{**asdict(preset), **overrides},
     )
-    return GenRecT5(config)
+    model = GenRecT5(config)
+    if item_codes is not None:
+        model.set_item_keys(item_codes)
+    return model
+
+
+def _count_items(item_codes: torch.Tensor | list[torch.Tensor], tokenizer: PreTrainedTokenizerBase) -> int:
+    tables = [item_codes] if isinstance(item_codes, torch.Tensor) else list(item_codes)
+    level = torch.full((len(tokenizer),), -1, dtype=torch.long)
+    for i, lv, _ in code_token_table(tokenizer):
+        level[i] = lv
+    return len(torch.unique(torch.cat([_code_keys(t, level, len(tokenizer)) for t in tables])))

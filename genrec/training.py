@@ -82,6 +82,8 @@ class TrainConfig:
         "train every target of a user window in one pass (causal item encoder; needs --item-inputs pooled, tasks seqrec/seqimage)"))
     item_inputs: str = field(default="tokens", metadata=_help(
         "tokens: every code token is an encoder position (published); pooled: one encoder position per history item"))
+    item_embeddings: bool = field(default=False, metadata=_help(
+        "also give every item a learned input embedding of its own, added to its pooled position (needs --item-inputs pooled)"))
     dropout: float | None = field(default=None, metadata=_help("override the model's dropout rate"))
     dropout_free_minutes: float = field(default=0.0, metadata=_help(
         "train without dropout for the first M minutes on the budget clock, then with the model's rate "
@@ -236,6 +238,8 @@ def check_config(cfg: TrainConfig) -> None:
         if cfg.item_inputs != "pooled":
             raise ValueError("--prefix-training needs --item-inputs pooled (one causal encoder position per item)")
         check_prefix_tasks(cfg.tasks)
+    if cfg.item_embeddings and cfg.item_inputs != "pooled":
+        raise ValueError("--item-embeddings needs --item-inputs pooled (the embedding is added to an item's pooled position)")
     if cfg.init is None:
         from genrec.model import PRESETS
 
@@ -584,12 +588,21 @@ class Trainer(Client):
             if item_inputs_of(model.config) != cfg.item_inputs:
                 raise ValueError(f"--init {init_model_dir} was trained with --item-inputs {item_inputs_of(model.config)}, "
                                  f"this run asks for {cfg.item_inputs}: the encoders differ; use the same --item-inputs")
+            has_items = bool(getattr(model.config, "genrec_item_embeddings", 0))
+            if cfg.item_embeddings and not has_items:
+                raise ValueError(f"--init {init_model_dir} has no item embeddings; pretrain with --item-embeddings too, "
+                                 "or finetune without it")
             model.config.genrec_objective = cfg.objective  # the objective may change between pretraining and finetuning
             logger.info("initialised from %s", init_model_dir)
         else:
             overrides = {} if cfg.dropout is None else {"dropout_rate": cfg.dropout}
+            item_codes = None
+            if cfg.item_embeddings:
+                from genrec.tokenizer import code_token_ids
+
+                item_codes = [code_token_ids(self.tokenizer, c) for d in self.data for c in d.codes.values()]
             model = build_model(cfg.preset, self.tokenizer, objective=cfg.objective, item_inputs=cfg.item_inputs,
-                                causal_encoder=cfg.prefix_training, **overrides)
+                                causal_encoder=cfg.prefix_training, item_codes=item_codes, **overrides)
             self._semantic_init(model)
         if model.config.vocab_size != len(self.tokenizer):
             raise ValueError(f"model vocabulary ({model.config.vocab_size}) differs from the tokenizer ({len(self.tokenizer)})")
@@ -904,7 +917,8 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
     return p
 
 
-TRAINING_IDENTITY = ("datasets", "tasks", "max_history", "dedup_codes", "preset", "objective", "item_inputs", "seed", "batch_size", "lr",
+TRAINING_IDENTITY = ("datasets", "tasks", "max_history", "dedup_codes", "preset", "objective", "item_inputs",
+                     "item_embeddings", "seed", "batch_size", "lr",
                      "weight_decay", "scheduler", "warmup_ratio", "warmup_epochs", "text_codes", "image_codes")
 
 

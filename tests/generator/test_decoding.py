@@ -284,6 +284,52 @@ def test_pooled_inputs_give_one_encoder_position_per_item(tok):
     assert model.item_modality.weight.grad.abs().sum() > 0
 
 
+def test_item_embeddings_reach_their_items_only_and_survive_save_and_load(tok, tmp_path):
+    from genrec.model import load_model
+    from genrec.tokenizer import code_token_ids
+
+    a, b = ("<a_1>", "<b_2>", "<c_3>", "<d_4>"), ("<a_1>", "<b_2>", "<c_3>", "<d_5>")  # one code prefix apart
+    image = ("<A_1>", "<B_2>", "<C_3>", "<D_4>")
+    known = code_token_ids(tok, [a, b, image, a])  # a repeated code is one item
+    model = build_model("tiny", tok, objective="constrained", item_inputs="pooled", item_codes=known).eval()
+    assert model.config.genrec_item_embeddings == 3 and len(model.item_keys) == 3
+    unknown = ("<a_9>", "<b_9>", "<c_9>", "<d_9>")
+    src = [tok.convert_tokens_to_ids(["<task_seqrec>", *a, *b, *unknown]) + [tok.eos_token_id],
+           tok.convert_tokens_to_ids(["<task_item2image>", *image]) + [tok.eos_token_id]]
+    ids, mask = pad_sources(src)
+    plain, _ = model.pool_inputs(ids, mask)  # the rows start at zero: the plain pooled input
+    with torch.no_grad():
+        model.item_embed.weight.copy_(torch.arange(4.0).unsqueeze(1).expand(4, model.config.d_model))
+    emb, _ = model.pool_inputs(ids, mask)
+    keys = model.code_keys(code_token_ids(tok, [a, b, image])).tolist()
+    row = {k: 1 + model.item_keys.tolist().index(k) for k in keys}
+    delta = (emb - plain)[:, :, 0]
+    assert delta[0].tolist() == [0.0, row[keys[0]], row[keys[1]], 0.0, 0.0]  # task, a, b, unknown (row 0), </s>
+    assert delta[1, 1].item() == row[keys[2]] and sorted(row.values()) == [1, 2, 3]
+    out = model(input_ids=ids, attention_mask=mask, labels=torch.tensor([[ids[0, 1], 1], [ids[1, 1], 1]]))
+    model.item_embed.weight.grad = None
+    out.loss.backward()
+    touched = (model.item_embed.weight.grad.abs().sum(1) > 0).tolist()
+    assert touched == [True, True, True, True]  # every known row and the unknown row were inputs
+    model.save_pretrained(str(tmp_path / "m"))
+    loaded = load_model(tmp_path / "m").eval()
+    torch.testing.assert_close(loaded.pool_inputs(ids, mask)[0], emb)
+    assert torch.equal(loaded.item_keys, model.item_keys)
+
+
+def test_item_embeddings_need_pooled_inputs_and_distinct_codes(tok):
+    from genrec.tokenizer import code_token_ids
+
+    codes = code_token_ids(tok, [("<a_1>", "<b_2>", "<c_3>", "<d_4>")])
+    with pytest.raises(ValueError, match="pooled item inputs"):
+        build_model("tiny", tok, item_inputs="tokens", item_codes=codes)
+    model = build_model("tiny", tok, item_inputs="pooled", item_codes=codes)
+    with pytest.raises(ValueError, match="built for 1"):
+        model.set_item_keys(code_token_ids(tok, [("<a_1>", "<b_2>", "<c_3>", "<d_4>"), ("<a_2>", "<b_2>", "<c_3>", "<d_4>")]))
+    with pytest.raises(ValueError, match="not a code token"):
+        model.code_keys(torch.tensor([[tok.eos_token_id, codes[0, 1]]]))
+
+
 def test_checkpoint_with_an_unknown_objective_is_refused(tok, tmp_path):
     from genrec.model import load_model
 

@@ -557,6 +557,24 @@ def test_prefix_training_trains_and_is_refused_where_it_cannot_work(root, tmp_pa
     _bad(capsys, base + ["--tasks", "seqrec,fusionseqrec", "--item-inputs", "pooled"], "drop fusionseqrec")
 
 
+def test_item_embeddings_train_and_are_refused_where_they_cannot_work(root, tmp_path, capsys):
+    from genrec.model import load_model
+
+    out = train(_cfg(root, tmp_path, run="ie", epochs=1, item_inputs="pooled", item_embeddings=True,
+                     objective="constrained"))
+    assert out["stop_reason"] == "epochs" and np.isfinite(out["train_loss"])
+    model = load_model(tmp_path / "log" / "ie" / "best")
+    codes = {m: json.loads((root / "Synthetic" / f"Synthetic.index_{f}.json").read_text())
+             for m, f in (("text", "lemb"), ("image", "vitemb"))}
+    assert model.config.genrec_item_embeddings == len(codes["text"]) + len(codes["image"])
+    assert model.item_embed.weight[1:].abs().sum(1).gt(0).float().mean() > 0.5  # the items seen as inputs trained
+    base = _args(_cli_base(root, tmp_path)) + ["--max-steps", "1", "--dataset", "Synthetic", "--tasks", "seqrec"]
+    _bad(capsys, base + ["--item-embeddings"], "needs --item-inputs pooled")
+    train(_cfg(root, tmp_path, run="plain", max_steps=1, item_inputs="pooled", tasks=["seqrec"]))
+    _bad(capsys, base + ["--item-inputs", "pooled", "--item-embeddings", "--init", str(tmp_path / "log" / "plain")],
+         "has no item embeddings")
+
+
 # -- recipes -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("recipe", available_recipes())
 @pytest.mark.parametrize("task", list(TASKS))
