@@ -206,7 +206,7 @@ class GenRecT5(T5ForConditionalGeneration):
         if self.item_embed is not None:
             tok_key = torch.where(is_code, input_ids.long() * self.config.vocab_size ** lvl.clamp(min=0), 0)
             key = torch.zeros((B * (P + 1),), dtype=torch.long, device=input_ids.device).index_add_(
-                0, flat, tok_key.reshape(-1)).view(B, P + 1)[:, :P]
+                0, flat, tok_key.reshape(-1)).view(B, P + 1)[:, :P].contiguous()
             at = torch.searchsorted(self.item_keys, key).clamp(max=len(self.item_keys) - 1)
             row = torch.where(self.item_keys[at] == key, at + 1, 0)
             out = out + self.item_embed(row) * is_item.unsqueeze(-1).to(out.dtype)
