@@ -130,6 +130,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # items that share code prefixes get near-identical pooled inputs, and on Scientific every
     # schedule, seed and code file tried plateaued at .052-.056 against SASRec's .062 at 30 minutes
     "genrec+constrained+pooled+itememb": {"objective": "constrained", "item_inputs": "pooled", "item_embeddings": True},
+    # the same with half the training history items shown without their own vector: +itememb's
+    # validation loss rose after epoch 16 on Scientific while the plain rung's kept falling
+    "genrec+constrained+pooled+itememb+itemdrop0.5": {"objective": "constrained", "item_inputs": "pooled",
+                                                      "item_embeddings": True, "item_dropout": 0.5},
     # finetune from a cross-domain pretraining run (needs --pretrained DATASET=RUN; same codes as that run)
     "genrec+constrained+pooled+pretrain": {"objective": "constrained", "item_inputs": "pooled", "prefix_training": False,
                                            "pretrain": True},

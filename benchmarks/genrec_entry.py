@@ -88,6 +88,7 @@ class GenRecEntryConfig:
     distill_alpha: float = 0.5
     group_by_length: bool = False   # batches of similar history lengths (less padding, less random batches)
     item_embeddings: bool = False   # a learned input embedding per item on top of its pooled code embeddings
+    item_dropout: float = 0.0       # with item_embeddings: share of training history items shown without theirs
 
 
 def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minutes: float, *, out_dir: Path,
@@ -142,7 +143,7 @@ def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minu
         dropout_free_minutes=cfg.dropout_free_minutes, ema_decay=cfg.ema_decay,
         batch_size=cfg.batch_size, micro_batch_size=cfg.batch_size, lr=cfg.lr, scheduler=cfg.scheduler,
         anneal_minutes=horizon, warmup_ratio=0.0, warmup_epochs=cfg.warmup_epochs, select_metric=cfg.select_metric,
-        group_by_length=cfg.group_by_length, item_embeddings=cfg.item_embeddings)
+        group_by_length=cfg.group_by_length, item_embeddings=cfg.item_embeddings, item_dropout=cfg.item_dropout)
 
 
 def evaluate_genrec_run(run_dir: Path, dataset: RecDataset, cfg: GenRecEntryConfig, threads: int) -> dict[str, Any]:

@@ -21,7 +21,9 @@
   share code prefixes look alike; a free per-item vector (what SASRec's input is) lets the encoder
   tell them apart as far as the data says. Items are recognised by their whole code (the
   ``item_keys`` buffer, saved with the weights); a code the model was not built with gets row 0,
-  a shared vector.
+  a shared vector. ``genrec_item_dropout``: during training, each history item uses row 0 instead
+  of its own with this probability, so the encoder keeps reading the codes (an unseen item at
+  inference looks like a dropped one).
 
 A checkpoint without these keys (older runs, plain T5) means ``full`` / ``tokens`` / not causal /
 no item embeddings.
@@ -131,6 +133,7 @@ class GenRecT5(T5ForConditionalGeneration):
             self.item_modality.weight.data.zero_()  # starts as the plain mean of the code embeddings
         n_items = int(getattr(config, "genrec_item_embeddings", 0) or 0)
         self.item_embed = None
+        self.item_dropout = float(getattr(config, "genrec_item_dropout", 0.0) or 0.0)
         if n_items:
             if self.item_inputs != "pooled":
                 raise ValueError("item embeddings need pooled item inputs (genrec_item_inputs='pooled')")
@@ -209,6 +212,8 @@ class GenRecT5(T5ForConditionalGeneration):
                 0, flat, tok_key.reshape(-1)).view(B, P + 1)[:, :P].contiguous()
             at = torch.searchsorted(self.item_keys, key).clamp(max=len(self.item_keys) - 1)
             row = torch.where(self.item_keys[at] == key, at + 1, 0)
+            if self.training and self.item_dropout > 0:
+                row = torch.where(torch.rand(row.shape, device=row.device) < self.item_dropout, 0, row)
             out = out + self.item_embed(row) * is_item.unsqueeze(-1).to(out.dtype)
         mask = (cnt.view(B, P + 1)[:, :P] > 0).to(attention_mask.dtype)
         return out, mask

@@ -84,6 +84,8 @@ class TrainConfig:
         "tokens: every code token is an encoder position (published); pooled: one encoder position per history item"))
     item_embeddings: bool = field(default=False, metadata=_help(
         "also give every item a learned input embedding of its own, added to its pooled position (needs --item-inputs pooled)"))
+    item_dropout: float = field(default=0.0, metadata=_help(
+        "with --item-embeddings: probability that a training history item uses the shared unknown-item vector instead of its own"))
     dropout: float | None = field(default=None, metadata=_help("override the model's dropout rate"))
     dropout_free_minutes: float = field(default=0.0, metadata=_help(
         "train without dropout for the first M minutes on the budget clock, then with the model's rate "
@@ -238,6 +240,8 @@ def check_config(cfg: TrainConfig) -> None:
         if cfg.item_inputs != "pooled":
             raise ValueError("--prefix-training needs --item-inputs pooled (one causal encoder position per item)")
         check_prefix_tasks(cfg.tasks)
+    if not 0.0 <= cfg.item_dropout < 1.0:
+        raise ValueError(f"--item-dropout must be in [0, 1), got {cfg.item_dropout}")
     if cfg.item_embeddings and cfg.item_inputs != "pooled":
         raise ValueError("--item-embeddings needs --item-inputs pooled (the embedding is added to an item's pooled position)")
     if cfg.init is None:
@@ -606,6 +610,10 @@ class Trainer(Client):
             self._semantic_init(model)
         if model.config.vocab_size != len(self.tokenizer):
             raise ValueError(f"model vocabulary ({model.config.vocab_size}) differs from the tokenizer ({len(self.tokenizer)})")
+        if model.item_embed is not None:  # a training choice, like dropout: this run's value wins
+            model.config.genrec_item_dropout = model.item_dropout = cfg.item_dropout
+        elif cfg.item_dropout:
+            raise ValueError("--item-dropout needs a model with item embeddings (--item-embeddings)")
         if cfg.dropout is not None:
             model.config.dropout_rate = cfg.dropout
             for m in model.modules():

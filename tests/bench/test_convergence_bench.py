@@ -89,7 +89,8 @@ def _rung_args(tmp_path, **kw):
                                    "genrec+constrained+pooled+cosine25",
                                    "genrec+constrained+pooled+prefix", "genrec+constrained+pooled+pretrain",
                                    "genrec+constrained+pooled+selectloss", "genrec+constrained+pooled+ema",
-                                   "genrec+constrained+pooled+grouped", "genrec+constrained+pooled+itememb"])
+                                   "genrec+constrained+pooled+grouped", "genrec+constrained+pooled+itememb",
+                                   "genrec+constrained+pooled+itememb+itemdrop0.5"])
 def test_every_rung_trains_one_epoch_on_the_fixture(synthetic_root, tmp_path, model):
     import dataclasses
 
@@ -123,6 +124,7 @@ def test_every_rung_trains_one_epoch_on_the_fixture(synthetic_root, tmp_path, mo
     assert saved["select_metric"] == conv.VARIANTS[model].get("select_metric", "ndcg@10")
     assert saved["group_by_length"] == conv.VARIANTS[model].get("group_by_length", False)
     assert saved["item_embeddings"] == conv.VARIANTS[model].get("item_embeddings", False)
+    assert saved["item_dropout"] == conv.VARIANTS[model].get("item_dropout", 0.0)
 
 
 @pytest.mark.parametrize("model,scheduler", [("genrec+constrained+pooled+anneal+cfcodes", "cosine"),

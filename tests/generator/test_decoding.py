@@ -315,6 +315,13 @@ def test_item_embeddings_reach_their_items_only_and_survive_save_and_load(tok, t
     loaded = load_model(tmp_path / "m").eval()
     torch.testing.assert_close(loaded.pool_inputs(ids, mask)[0], emb)
     assert torch.equal(loaded.item_keys, model.item_keys)
+    # item dropout: in training, a share of the items read the unknown row instead of their own
+    model.item_dropout = 0.5
+    big = pad_sources([tok.convert_tokens_to_ids(["<task_seqrec>", *(a + b) * 100]) + [tok.eos_token_id]])
+    torch.manual_seed(0)
+    model.train()
+    dropped = (model.pool_inputs(*big)[0] - model.eval().pool_inputs(*big)[0])[0, 1:-1, 0]
+    assert 0.35 < (dropped != 0).float().mean().item() < 0.65
 
 
 def test_item_embeddings_need_pooled_inputs_and_distinct_codes(tok):

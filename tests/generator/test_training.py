@@ -570,6 +570,8 @@ def test_item_embeddings_train_and_are_refused_where_they_cannot_work(root, tmp_
     assert model.item_embed.weight[1:].abs().sum(1).gt(0).float().mean() > 0.5  # the items seen as inputs trained
     base = _args(_cli_base(root, tmp_path)) + ["--max-steps", "1", "--dataset", "Synthetic", "--tasks", "seqrec"]
     _bad(capsys, base + ["--item-embeddings"], "needs --item-inputs pooled")
+    _bad(capsys, base + ["--item-inputs", "pooled", "--item-dropout", "0.5"], "needs a model with item embeddings")
+    _bad(capsys, base + ["--item-inputs", "pooled", "--item-embeddings", "--item-dropout", "1"], "must be in [0, 1)")
     train(_cfg(root, tmp_path, run="plain", max_steps=1, item_inputs="pooled", tasks=["seqrec"]))
     _bad(capsys, base + ["--item-inputs", "pooled", "--item-embeddings", "--init", str(tmp_path / "log" / "plain")],
          "has no item embeddings")
