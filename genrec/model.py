@@ -172,11 +172,7 @@ class GenRecT5(T5ForConditionalGeneration):
         Plain tensors built on first use, not buffers: ``from_pretrained`` builds models on the meta
         device, where non-persistent buffers would be left uninitialised."""
         if self._token_tables is None or self._token_tables[0].device != device:
-            table = torch.tensor(getattr(self.config, "genrec_code_tokens", []) or [[0, -1, 0]], dtype=torch.long)
-            level = torch.full((self.config.vocab_size,), -1, dtype=torch.long)
-            modality = torch.zeros(self.config.vocab_size, dtype=torch.long)
-            level[table[:, 0]] = table[:, 1]
-            modality[table[:, 0]] = table[:, 2]
+            level, modality = _token_tables(getattr(self.config, "genrec_code_tokens", []), self.config.vocab_size)
             self._token_tables = (level.to(device), modality.to(device))
         return self._token_tables
 
@@ -207,7 +203,7 @@ class GenRecT5(T5ForConditionalGeneration):
         item_mod, is_item = item_mod.view(B, P + 1)[:, :P], is_item.view(B, P + 1)[:, :P]
         out = out + self.item_modality(item_mod) * is_item.unsqueeze(-1).to(out.dtype)
         if self.item_embed is not None:
-            tok_key = torch.where(is_code, input_ids.long() * self.config.vocab_size ** lvl.clamp(min=0), 0)
+            tok_key = torch.where(is_code, _token_keys(input_ids, lvl.clamp(min=0), self.config.vocab_size), 0)
             key = torch.zeros((B * (P + 1),), dtype=torch.long, device=input_ids.device).index_add_(
                 0, flat, tok_key.reshape(-1)).view(B, P + 1)[:, :P].contiguous()
             at = torch.searchsorted(self.item_keys, key).clamp(max=len(self.item_keys) - 1)
@@ -261,13 +257,28 @@ class GenRecT5(T5ForConditionalGeneration):
         return super().forward(input_ids=input_ids, attention_mask=attention_mask, encoder_outputs=encoder_outputs, **kwargs)
 
 
+def _token_tables(code_tokens: list[list[int]], vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(level, modality)`` per token id from ``[[token id, level, modality], ...]`` (level -1: not a code token)."""
+    table = torch.tensor(code_tokens or [[0, -1, 0]], dtype=torch.long)
+    level = torch.full((vocab_size,), -1, dtype=torch.long)
+    modality = torch.zeros(vocab_size, dtype=torch.long)
+    level[table[:, 0]] = table[:, 1]
+    modality[table[:, 0]] = table[:, 2]
+    return level, modality
+
+
+def _token_keys(ids: torch.Tensor, level: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """``id * vocab_size**level``: an item's key is the sum over its code tokens, exact while
+    vocab**levels < 2**63 (and the same wrapped number wherever it is summed)."""
+    return ids.long() * vocab_size ** level
+
+
 def _code_keys(code_ids: torch.Tensor, level: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Sum of ``id * vocab_size**level`` over each row's tokens: exact while vocab**levels < 2**63,
-    and the same wrapped number wherever it is computed the same way."""
+    """One key per code (row of token ids), the number :meth:`GenRecT5.pool_inputs` sums from an input."""
     lvl = level[code_ids]
     if (lvl < 0).any():
         raise ValueError("item embeddings: a code holds a token that is not a code token")
-    return (code_ids.long() * vocab_size ** lvl).sum(1)
+    return _token_keys(code_ids, lvl, vocab_size).sum(1)
 
 
 def encode_sources(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -302,6 +313,7 @@ def build_model(preset: str | ModelPreset, tokenizer: PreTrainedTokenizerBase, *
         raise ValueError(f"unknown objective {objective!r}; choose from {', '.join(OBJECTIVES)}")
     if item_inputs not in ITEM_INPUTS:
         raise ValueError(f"unknown item-input mode {item_inputs!r}; choose from {', '.join(ITEM_INPUTS)}")
+    code_tokens = code_token_table(tokenizer)
     config = T5Config(
         vocab_size=len(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
@@ -310,9 +322,9 @@ def build_model(preset: str | ModelPreset, tokenizer: PreTrainedTokenizerBase, *
         tie_word_embeddings=True,
         genrec_objective=objective,
         genrec_item_inputs=item_inputs,
-        genrec_code_tokens=code_token_table(tokenizer) if item_inputs == "pooled" else [],
+        genrec_code_tokens=code_tokens if item_inputs == "pooled" else [],
         genrec_causal_encoder=causal_encoder,
-        genrec_item_embeddings=0 if item_codes is None else _count_items(item_codes, tokenizer),
+        genrec_item_embeddings=0 if item_codes is None else _count_items(item_codes, code_tokens, len(tokenizer)),
         **{**asdict(preset), **overrides},
     )
     model = GenRecT5(config)
@@ -321,9 +333,7 @@ def build_model(preset: str | ModelPreset, tokenizer: PreTrainedTokenizerBase, *
     return model
 
 
-def _count_items(item_codes: torch.Tensor | list[torch.Tensor], tokenizer: PreTrainedTokenizerBase) -> int:
+def _count_items(item_codes: torch.Tensor | list[torch.Tensor], code_tokens: list[list[int]], vocab_size: int) -> int:
     tables = [item_codes] if isinstance(item_codes, torch.Tensor) else list(item_codes)
-    level = torch.full((len(tokenizer),), -1, dtype=torch.long)
-    for i, lv, _ in code_token_table(tokenizer):
-        level[i] = lv
-    return len(torch.unique(torch.cat([_code_keys(t, level, len(tokenizer)) for t in tables])))
+    level = _token_tables(code_tokens, vocab_size)[0]
+    return len(torch.unique(torch.cat([_code_keys(t, level, vocab_size) for t in tables])))
