@@ -236,18 +236,47 @@ class GenRecT5(T5ForConditionalGeneration):
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state, attention_mask
 
     def prefix_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor,
-                      seen: torch.Tensor, decoder_input_ids: torch.Tensor) -> torch.Tensor:
+                      seen: torch.Tensor, decoder_input_ids: torch.Tensor, output_states: bool = False) -> torch.Tensor:
         """Logits ``[N, T, V]`` of N targets, target ``n`` decoding from example ``rows[n]``'s first
-        ``seen[n]`` encoder positions (one causal encoder pass per example serves all its targets)."""
+        ``seen[n]`` encoder positions (one causal encoder pass per example serves all its targets);
+        ``output_states``: the states ``[N, T, d]`` the output layer would read instead (see :meth:`output_states`)."""
         hidden, mask = self.encode(input_ids, attention_mask)
         P = mask.shape[1]
         cross = mask[rows] * (torch.arange(P, device=mask.device).unsqueeze(0) < seen.unsqueeze(1)).to(mask.dtype)
+        if output_states:
+            return self.output_states(hidden[rows], cross, decoder_input_ids)
         return super().forward(encoder_outputs=BaseModelOutput(last_hidden_state=hidden[rows]), attention_mask=cross,
-                               decoder_input_ids=decoder_input_ids).logits
+                               decoder_input_ids=decoder_input_ids, use_cache=False).logits
 
-    def forward(self, input_ids=None, attention_mask=None, encoder_outputs=None, prefix=None, **kwargs):
+    def output_states(self, hidden: torch.Tensor, mask: torch.Tensor, decoder_input_ids: torch.Tensor) -> torch.Tensor:
+        """The decoder's final states ``[B, T, d]``, scaled as transformers' T5 scales them before
+        ``lm_head``: ``lm_head(states)`` are the logits. The constrained objective multiplies them with
+        each level's rows of the output matrix only (256 of 2211 on a text-only vocabulary), where
+        the full output layer and its backward were a third of a small model's training step."""
+        out = self.decoder(input_ids=decoder_input_ids, encoder_hidden_states=hidden, encoder_attention_mask=mask,
+                           use_cache=False).last_hidden_state
+        if getattr(self.config, "scale_decoder_outputs", self.config.tie_word_embeddings):
+            out = out * self.model_dim ** -0.5
+        return out
+
+    def forward(self, input_ids=None, attention_mask=None, encoder_outputs=None, prefix=None, output_states=False,
+                **kwargs):
+        """T5's forward, plus ``prefix`` (all-prefix training, see :meth:`prefix_logits`) and
+        ``output_states``: return :meth:`output_states` (a tensor) instead of the logits."""
         if prefix is not None:  # all-prefix training through the (DDP-wrapped) forward
-            return self.prefix_logits(**prefix)
+            return self.prefix_logits(**prefix, output_states=output_states)
+        # Only generate() wants a key/value cache (it asks for one); without this, every training and
+        # validation forward builds one from config.use_cache, and transformers' cache constructor
+        # deep-copies the whole config (with its code-token table): a tenth of a small model's step.
+        kwargs.setdefault("use_cache", False)
+        if output_states:
+            if encoder_outputs is None:
+                if attention_mask is None:
+                    attention_mask = torch.ones_like(input_ids)
+                hidden, attention_mask = self.encode(input_ids, attention_mask)
+            else:
+                hidden = encoder_outputs[0]
+            return self.output_states(hidden, attention_mask, kwargs["decoder_input_ids"])
         if self.item_inputs == "pooled" and encoder_outputs is None and input_ids is not None:
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)

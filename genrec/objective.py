@@ -47,11 +47,13 @@ def trie_nodes(trie: CodeTrie, codes: torch.Tensor) -> tuple[torch.Tensor, torch
 
 
 def constrained_loss_sum(logits: torch.Tensor, labels: torch.Tensor, keys: Sequence[TrieKey],
-                         tries: Mapping[TrieKey, CodeTrie]) -> torch.Tensor:
+                         tries: Mapping[TrieKey, CodeTrie], output_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Summed token cross-entropy of ``labels`` with each position normalised over the valid next tokens.
 
     ``logits [B, T, V]``, ``labels [B, T]`` (code tokens, ``</s>``, then -100 padding), ``keys[b]``:
     the trie of example ``b``. The ``</s>`` position has one allowed token and contributes 0.
+    With ``output_weight [V, d]``, ``logits`` are the states ``[B, T, d]`` the output layer reads
+    (:meth:`genrec.model.GenRecT5.output_states`), and only each level's columns are computed.
     """
     total = logits.new_zeros((), dtype=torch.float32)
     for key in dict.fromkeys(keys):
@@ -62,7 +64,10 @@ def constrained_loss_sum(logits: torch.Tensor, labels: torch.Tensor, keys: Seque
         node, col = trie_nodes(trie, codes)
         for level in range(L):
             vocab = trie.level_tokens[level]
-            lg = logits[rows, level].float().index_select(1, vocab)            # [n, |V_l|]
+            if output_weight is None:
+                lg = logits[rows, level].float().index_select(1, vocab)        # [n, |V_l|]
+            else:
+                lg = (logits[rows, level] @ output_weight.index_select(0, vocab).t()).float()
             allowed = trie.children[level][node[:, level]] >= 0
             lg = lg.masked_fill(~allowed, float("-inf"))
             total = total + (torch.logsumexp(lg, dim=1) - lg.gather(1, col[:, level:level + 1]).squeeze(1)).sum()

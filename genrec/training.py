@@ -49,6 +49,10 @@ from genrec.utils.runlock import claim_run_dir, released_on_exit
 
 logger = logging.getLogger("genrec.training")
 
+# Under the constrained objective, compute each target level's output columns only (|V_l| of V);
+# False: the full output layer, then those columns (benchmarks/bench_step.py measures both).
+LEVEL_OUTPUTS = True
+
 FINETUNE_TASKS = ["seqrec", "seqimage", "item2image", "image2item", "fusionseqrec"]
 SCHEDULERS = {"cosine": "cosine", "constant": "constant_with_warmup", "linear": "linear"}
 SELECT_METRICS = ("valid_loss", "ndcg@10")
@@ -674,11 +678,14 @@ class Trainer(Client):
         """Summed target-token loss of a batch; ``keys``: each example's (dataset, target modality)."""
         batch = {k: v.to(self.acc.device, non_blocking=True) for k, v in batch.items()}
         labels = batch.pop("labels")
+        if self.teacher is None or not model.training:
+            with self.acc.autocast():
+                if self.cfg.objective == "constrained" and LEVEL_OUTPUTS:  # each level's output columns only
+                    return self._loss_sum(model(**batch, output_states=True), labels, keys, self._output_weight(model))
+                return self._loss_sum(model(**batch).logits, labels, keys)
         with self.acc.autocast():
             logits = model(**batch).logits
         hard = self._loss_sum(logits, labels, keys)
-        if self.teacher is None or not model.training:
-            return hard
         from genrec.objective import distill_kl_sum
         from genrec.utils.distill import mix_distill
 
@@ -688,12 +695,16 @@ class Trainer(Client):
         tries = self.tries if self.cfg.objective == "constrained" else None
         return mix_distill(hard, distill_kl_sum(logits, teacher_logits, labels, keys, tries, T), T, self.cfg.distill_alpha)
 
-    def _loss_sum(self, logits: torch.Tensor, labels: torch.Tensor, keys: Sequence | None) -> torch.Tensor:
+    def _loss_sum(self, logits: torch.Tensor, labels: torch.Tensor, keys: Sequence | None,
+                  output_weight: torch.Tensor | None = None) -> torch.Tensor:
         from genrec.objective import constrained_loss_sum, full_loss_sum
 
         if self.cfg.objective == "constrained":
-            return constrained_loss_sum(logits, labels, keys, self.tries)
+            return constrained_loss_sum(logits, labels, keys, self.tries, output_weight)
         return full_loss_sum(logits, labels)
+
+    def _output_weight(self, model) -> torch.Tensor:
+        return self.acc.unwrap_model(model).lm_head.weight
 
     def _prefix_forward_sum(self, model, srcs, tgts, keys) -> torch.Tensor:
         from genrec.prefix_training import collate_prefix
@@ -701,10 +712,11 @@ class Trainer(Client):
         batch, row_keys = collate_prefix(srcs, tgts, keys, pad_id=self.tokenizer.pad_token_id)
         batch = {k: v.to(self.acc.device, non_blocking=True) for k, v in batch.items()}
         labels = batch.pop("labels")
+        states = self.cfg.objective == "constrained" and LEVEL_OUTPUTS  # each level's output columns only
         with self.acc.autocast():
-            logits = self.acc.unwrap_model(model).prefix_logits(**batch) if self.world == 1 else \
-                model(prefix=batch)  # DDP needs the wrapped module's forward
-        return self._loss_sum(logits, labels, row_keys)
+            out = self.acc.unwrap_model(model).prefix_logits(**batch, output_states=states) if self.world == 1 else \
+                model(prefix=batch, output_states=states)  # DDP needs the wrapped module's forward
+            return self._loss_sum(out, labels, row_keys, self._output_weight(model) if states else None)
 
     def micro_batches(self, idx: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
         """This process's length-sorted micro-batches of the global batch ``idx``."""

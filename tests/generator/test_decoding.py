@@ -259,6 +259,40 @@ def test_constrained_scores_are_item_probabilities(tok, item_inputs):
         assert -loss == pytest.approx(res.scores[0, k].item(), abs=TOL)
 
 
+@pytest.mark.parametrize("item_inputs", ["tokens", "pooled"])
+def test_constrained_loss_from_output_states_equals_the_loss_from_logits(tok, item_inputs):
+    """Training computes each level's output columns only: same loss and same gradients as the full logits."""
+    from genrec.objective import constrained_loss_sum
+
+    rng = np.random.default_rng(3)
+    torch.manual_seed(3)
+    model = build_model("tiny", tok, objective="constrained", item_inputs=item_inputs, initializer_factor=2.0).train()
+    codes = list(dict.fromkeys(_random_codes(rng, 30, [4, 3, 3, 3])))
+    trie = CodeTrie.from_codes(tok, codes)
+    ids, mask = pad_sources([tok.convert_tokens_to_ids(["<task_seqrec>", *codes[i], *codes[i + 1]]) + [tok.eos_token_id]
+                             for i in range(5)])
+    labels = torch.tensor([tok.convert_tokens_to_ids(codes[i + 2]) + [tok.eos_token_id] for i in range(5)])
+    dec = torch.cat([torch.full((5, 1), model.config.decoder_start_token_id), labels[:, :-1]], 1)
+    losses, grads = [], []
+    for states in (False, True):
+        model.zero_grad()
+        torch.manual_seed(0)  # same dropout masks
+        out = model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec, output_states=states)
+        if states:
+            assert out.shape == (5, 5, model.config.d_model)
+            loss = constrained_loss_sum(out, labels, ["k"] * 5, {"k": trie}, model.lm_head.weight)
+        else:
+            assert out.past_key_values is None  # training forwards build no generation cache
+            loss = constrained_loss_sum(out.logits, labels, ["k"] * 5, {"k": trie})
+        loss.backward()
+        losses.append(loss.item())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-5, rtol=1e-4)
+
+
 def test_pooled_inputs_give_one_encoder_position_per_item(tok):
     model = build_model("tiny", tok, item_inputs="pooled")
     a, b = ["<a_1>", "<b_2>", "<c_3>", "<d_4>"], ["<a_5>", "<b_6>", "<c_7>", "<d_8>", "<e_1>"]
