@@ -196,7 +196,7 @@ def variant_config(dataset, model: str, args: argparse.Namespace, codes: dict[st
             raise SystemExit(f"convergence: error: {model} needs --pretrained {dataset.name}=<pretraining run>")
         lever["init"] = args.pretrained_runs[dataset.name]
     cfg = dataclasses.replace(GenRecEntryConfig(), **lever)
-    cfg = apply_overrides(cfg, "genrec", args.set)
+    cfg = apply_overrides(cfg, "genrec", args.set, strict=True)
     if dataset.name in codes:
         cfg = dataclasses.replace(cfg, text_codes=codes[dataset.name])
     if dataset.name in image_codes:

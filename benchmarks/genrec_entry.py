@@ -89,6 +89,7 @@ class GenRecEntryConfig:
     group_by_length: bool = False   # batches of similar history lengths (less padding, less random batches)
     item_embeddings: bool = False   # a learned input embedding per item on top of its pooled code embeddings
     item_dropout: float = 0.0       # with item_embeddings: share of training history items shown without theirs
+    patience: int = 10              # stop after N validations without improvement (0: only the budget stops it)
 
 
 def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minutes: float, *, out_dir: Path,
@@ -143,7 +144,8 @@ def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minu
         dropout_free_minutes=cfg.dropout_free_minutes, ema_decay=cfg.ema_decay,
         batch_size=cfg.batch_size, micro_batch_size=cfg.batch_size, lr=cfg.lr, scheduler=cfg.scheduler,
         anneal_minutes=horizon, warmup_ratio=0.0, warmup_epochs=cfg.warmup_epochs, select_metric=cfg.select_metric,
-        group_by_length=cfg.group_by_length, item_embeddings=cfg.item_embeddings, item_dropout=cfg.item_dropout)
+        group_by_length=cfg.group_by_length, item_embeddings=cfg.item_embeddings, item_dropout=cfg.item_dropout,
+        patience=cfg.patience)
 
 
 def evaluate_genrec_run(run_dir: Path, dataset: RecDataset, cfg: GenRecEntryConfig, threads: int) -> dict[str, Any]:
@@ -192,7 +194,7 @@ def run_genrec(dataset: RecDataset, budget_minutes: float, args: argparse.Namesp
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # save_pretrained's per-shard bar, once per checkpoint
-    cfg = apply_overrides(GenRecEntryConfig(), "genrec", getattr(args, "set", None))
+    cfg = apply_overrides(GenRecEntryConfig(), "genrec", getattr(args, "set", None), strict=True)
     threads = getattr(args, "num_threads", None) or torch.get_num_threads()
     epochs = getattr(args, "epochs", None) or 200
     out_dir = runs_root(args) / dataset.name

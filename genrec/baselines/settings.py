@@ -71,8 +71,11 @@ def _convert(value: str, typ: Any, key: str) -> Any:
         raise ValueError(f"--set {key}: cannot read {value!r} as {typ.__name__}") from None
 
 
-def apply_overrides(obj: Any, name: str, overrides: list[str] | None) -> Any:
-    """A copy of dataclass ``obj`` with the ``--set`` entries meant for registry entry ``name``."""
+def apply_overrides(obj: Any, name: str, overrides: list[str] | None, strict: bool = False) -> Any:
+    """A copy of dataclass ``obj`` with the ``--set`` entries meant for registry entry ``name``.
+
+    ``strict``: ``obj`` holds all of ``name``'s settings, so a ``name.FIELD`` it lacks is an error
+    (a baseline's settings span two dataclasses, model and training, and each sees only its own)."""
     fields = {f.name: f.type for f in dataclasses.fields(obj)}
     changes = {}
     for item in overrides or []:
@@ -85,6 +88,8 @@ def apply_overrides(obj: Any, name: str, overrides: list[str] | None) -> Any:
         field = RENAMED.get(field, field) if field not in fields else field
         if field in fields:
             changes[field] = _convert(value, fields[field], key)
+        elif strict and target:  # meant for this entry alone: an unknown field must not pass silently
+            raise ValueError(f"--set {item!r}: {name} has no setting {field!r} (it has: {', '.join(sorted(fields))})")
     return dataclasses.replace(obj, **changes)
 
 

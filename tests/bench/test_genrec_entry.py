@@ -85,6 +85,21 @@ def test_genrec_settings_are_checked():
         check_overrides(["genrec.no_such_field=1"], ["genrec"])
 
 
+def test_convergence_overrides_reach_the_training_config_or_fail(root, tmp_path):
+    """benchmarks/convergence.py applies --set to the entry config alone: an unknown genrec field
+    (once: genrec.patience) must fail, not vanish."""
+    from benchmarks.genrec_entry import GenRecEntryConfig, genrec_train_config
+    from genrec.baselines.settings import apply_overrides
+
+    cfg = apply_overrides(GenRecEntryConfig(), "genrec", ["genrec.patience=0", "sasrec.max_len=7"], strict=True)
+    assert cfg.patience == 0
+    ds = load_dataset(root, "Synthetic")
+    assert genrec_train_config(ds, cfg, 8.0, out_dir=tmp_path, run="r", epochs=1, threads=1).patience == 0
+    assert genrec_train_config(ds, GenRecEntryConfig(), 8.0, out_dir=tmp_path, run="r", epochs=1, threads=1).patience == 10
+    with pytest.raises(ValueError, match="genrec has no setting 'no_such_field'"):
+        apply_overrides(GenRecEntryConfig(), "genrec", ["genrec.no_such_field=1"], strict=True)
+
+
 def test_code_files_with_the_same_name_get_their_own_run_folder(tmp_path):
     from benchmarks.genrec_entry import _codes_tag
 
