@@ -252,7 +252,7 @@ class GenRecT5(T5ForConditionalGeneration):
         """The decoder's final states ``[B, T, d]``, scaled as transformers' T5 scales them before
         ``lm_head``: ``lm_head(states)`` are the logits. The constrained objective multiplies them with
         each level's rows of the output matrix only (256 of 2211 on a text-only vocabulary), where
-        the full output layer and its backward were a third of a small model's training step."""
+        the full output layer and its backward were a fifth of a small model's training step."""
         out = self.decoder(input_ids=decoder_input_ids, encoder_hidden_states=hidden, encoder_attention_mask=mask,
                            use_cache=False).last_hidden_state
         if getattr(self.config, "scale_decoder_outputs", self.config.tie_word_embeddings):
@@ -267,22 +267,16 @@ class GenRecT5(T5ForConditionalGeneration):
             return self.prefix_logits(**prefix, output_states=output_states)
         # Only generate() wants a key/value cache (it asks for one); without this, every training and
         # validation forward builds one from config.use_cache, and transformers' cache constructor
-        # deep-copies the whole config (with its code-token table): a tenth of a small model's step.
+        # deep-copies the whole config (with its code-token table): a sixth of a small model's step.
         kwargs.setdefault("use_cache", False)
-        if output_states:
-            if encoder_outputs is None:
-                if attention_mask is None:
-                    attention_mask = torch.ones_like(input_ids)
-                hidden, attention_mask = self.encode(input_ids, attention_mask)
-            else:
-                hidden = encoder_outputs[0]
-            return self.output_states(hidden, attention_mask, kwargs["decoder_input_ids"])
-        if self.item_inputs == "pooled" and encoder_outputs is None and input_ids is not None:
+        if encoder_outputs is None and input_ids is not None and (output_states or self.item_inputs == "pooled"):
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
             hidden, attention_mask = self.encode(input_ids, attention_mask)
             encoder_outputs = BaseModelOutput(last_hidden_state=hidden)
             input_ids = None
+        if output_states:
+            return self.output_states(encoder_outputs[0], attention_mask, kwargs["decoder_input_ids"])
         return super().forward(input_ids=input_ids, attention_mask=attention_mask, encoder_outputs=encoder_outputs, **kwargs)
 
 

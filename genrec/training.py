@@ -680,7 +680,7 @@ class Trainer(Client):
         labels = batch.pop("labels")
         if self.teacher is None or not model.training:
             with self.acc.autocast():
-                if self.cfg.objective == "constrained" and LEVEL_OUTPUTS:  # each level's output columns only
+                if self._level_outputs:
                     return self._loss_sum(model(**batch, output_states=True), labels, keys, self._output_weight(model))
                 return self._loss_sum(model(**batch).logits, labels, keys)
         with self.acc.autocast():
@@ -703,6 +703,11 @@ class Trainer(Client):
             return constrained_loss_sum(logits, labels, keys, self.tries, output_weight)
         return full_loss_sum(logits, labels)
 
+    @property
+    def _level_outputs(self) -> bool:
+        """Train on the decoder states and each level's output columns only (see :data:`LEVEL_OUTPUTS`)."""
+        return self.cfg.objective == "constrained" and LEVEL_OUTPUTS
+
     def _output_weight(self, model) -> torch.Tensor:
         return self.acc.unwrap_model(model).lm_head.weight
 
@@ -712,7 +717,7 @@ class Trainer(Client):
         batch, row_keys = collate_prefix(srcs, tgts, keys, pad_id=self.tokenizer.pad_token_id)
         batch = {k: v.to(self.acc.device, non_blocking=True) for k, v in batch.items()}
         labels = batch.pop("labels")
-        states = self.cfg.objective == "constrained" and LEVEL_OUTPUTS  # each level's output columns only
+        states = self._level_outputs
         with self.acc.autocast():
             out = self.acc.unwrap_model(model).prefix_logits(**batch, output_states=states) if self.world == 1 else \
                 model(prefix=batch, output_states=states)  # DDP needs the wrapped module's forward
