@@ -83,6 +83,7 @@ class GenRecEntryConfig:
     scheduler: str = "constant"     # or cosine / linear: decay after warmup, over `epochs`
     epochs: int = 0                 # 0: the caller's epoch cap (a decaying schedule needs a real horizon)
     anneal: str = "steps"           # or budget: the decay runs over the time budget, not over `epochs`
+    decay_share: float = 1.0        # the decay runs over this last share of its horizon (0.2: warmup-stable-decay)
     distill_from: str = ""          # a teacher run (same code vocabulary): soft targets mixed into the loss
     distill_temperature: float = 2.0
     distill_alpha: float = 0.5
@@ -143,7 +144,7 @@ def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minu
         dropout=cfg.dropout if cfg.dropout >= 0 else None,
         dropout_free_minutes=cfg.dropout_free_minutes, ema_decay=cfg.ema_decay,
         batch_size=cfg.batch_size, micro_batch_size=cfg.batch_size, lr=cfg.lr, scheduler=cfg.scheduler,
-        anneal_minutes=horizon, warmup_ratio=0.0, warmup_epochs=cfg.warmup_epochs, select_metric=cfg.select_metric,
+        anneal_minutes=horizon, decay_share=cfg.decay_share, warmup_ratio=0.0, warmup_epochs=cfg.warmup_epochs, select_metric=cfg.select_metric,
         group_by_length=cfg.group_by_length, item_embeddings=cfg.item_embeddings, item_dropout=cfg.item_dropout,
         patience=cfg.patience)
 

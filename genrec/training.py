@@ -126,6 +126,9 @@ class TrainConfig:
     anneal_minutes: float = field(default=0.0, metadata=_help(
         "lay the cosine/linear decay over this many minutes of --budget-clock instead of over "
         "--epochs/--max-steps (0 = over steps); set it to the time budget to end the budget at the lowest rate"))
+    decay_share: float = field(default=1.0, metadata=_help(
+        "share of the decay horizon, at its end, over which the cosine/linear decay runs; the rate stays at "
+        "--lr before it (1 = the whole horizon; 0.2 = warmup-stable-decay)"))
     warmup_ratio: float = field(default=0.01, metadata=_help("warmup as a share of all steps"))
     warmup_epochs: float = field(default=0.0, metadata=_help("warmup in epochs; overrides --warmup-ratio when > 0"))
     max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping norm (0 = off)"))
@@ -219,6 +222,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"anneal_minutes must not be negative, got {cfg.anneal_minutes}")
     if cfg.anneal_minutes > 0 and cfg.scheduler == "constant":
         raise ValueError("anneal_minutes lays out a decay, but the scheduler is constant; choose cosine or linear")
+    if not 0 < cfg.decay_share <= 1:
+        raise ValueError(f"decay_share must be in (0, 1], got {cfg.decay_share}")
+    if cfg.decay_share < 1 and cfg.scheduler == "constant":
+        raise ValueError("decay_share shapes a decay, but the scheduler is constant; choose cosine or linear")
     if cfg.distill_from is not None:
         if not cfg.distill_temperature > 0:
             raise ValueError(f"distill_temperature must be positive, got {cfg.distill_temperature}")
@@ -494,8 +501,8 @@ class Trainer(Client):
         # of our steps is already a whole global batch.
         # share of --anneal-minutes used so far, kept current by the training loop
         self.anneal_progress = 0.0
-        if cfg.anneal_minutes > 0:
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: self._annealed_lr(step))
+        if cfg.anneal_minutes > 0 or cfg.decay_share < 1:
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: self._scheduled_lr(step))
         else:
             self.scheduler = get_scheduler(SCHEDULERS[cfg.scheduler], self.optimizer,
                                            num_warmup_steps=self.warmup_steps, num_training_steps=self.total_steps)
@@ -889,13 +896,18 @@ class Trainer(Client):
                 "select_metric": self.select, "train_seconds": st.train_seconds,
                 "train_cpu_seconds": st.train_cpu_seconds, "world_size": self.world}
 
-    def _annealed_lr(self, step: int) -> float:
-        """Learning-rate factor when the decay follows the clock: the schedule then ends with the
-        time budget, however many steps that budget turns out to hold."""
+    def _scheduled_lr(self, step: int) -> float:
+        """Learning-rate factor of a decay that follows the clock (it then ends with the time budget,
+        however many steps that budget holds) or that holds the peak rate before its last share."""
         if step < self.warmup_steps:
             return step / max(1, self.warmup_steps)
-        p = min(1.0, self.anneal_progress)
-        return 0.5 * (1.0 + math.cos(math.pi * p)) if self.cfg.scheduler == "cosine" else 1.0 - p
+        if self.cfg.anneal_minutes > 0:
+            p = self.anneal_progress
+        else:
+            p = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        share = self.cfg.decay_share
+        q = min(1.0, max(0.0, (p - (1.0 - share)) / share))
+        return 0.5 * (1.0 + math.cos(math.pi * q)) if self.cfg.scheduler == "cosine" else 1.0 - q
 
     def _update_anneal_progress(self) -> None:
         # clocks differ between processes; one shared rate keeps the replicas equal

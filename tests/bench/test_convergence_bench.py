@@ -125,6 +125,7 @@ def test_every_rung_trains_one_epoch_on_the_fixture(synthetic_root, tmp_path, mo
     assert saved["group_by_length"] == conv.VARIANTS[model].get("group_by_length", False)
     assert saved["item_embeddings"] == conv.VARIANTS[model].get("item_embeddings", False)
     assert saved["item_dropout"] == conv.VARIANTS[model].get("item_dropout", 0.0)
+    assert saved["decay_share"] == conv.VARIANTS[model].get("decay_share", 1.0)
 
 
 @pytest.mark.parametrize("model,scheduler", [("genrec+constrained+pooled+anneal+cfcodes", "cosine"),

@@ -264,11 +264,11 @@ def test_dropout_free_start_switches_dropout_on_at_its_minute(root, tmp_path):
 def test_anneal_lays_the_decay_over_the_clock_not_the_steps(root, tmp_path):
     tr = Trainer(_cfg(root, tmp_path, run="anneal", scheduler="cosine", anneal_minutes=10.0, warmup_epochs=0.0,
                       warmup_ratio=0.0, epochs=50))
-    assert tr._annealed_lr(5) == pytest.approx(1.0)  # nothing of the budget used yet
+    assert tr._scheduled_lr(5) == pytest.approx(1.0)  # nothing of the budget used yet
     tr.anneal_progress = 0.5
-    assert tr._annealed_lr(5) == pytest.approx(0.5)
+    assert tr._scheduled_lr(5) == pytest.approx(0.5)
     tr.anneal_progress = 1.7  # past the horizon: stays at the floor, never climbs back
-    assert tr._annealed_lr(5) == pytest.approx(0.0)
+    assert tr._scheduled_lr(5) == pytest.approx(0.0)
     # a horizon far shorter than the run: the rate falls to zero after a few steps of 50 epochs
     out = train(_cfg(root, tmp_path, run="anneal2", scheduler="cosine", anneal_minutes=1e-4, warmup_epochs=0.0,
                      warmup_ratio=0.0, max_steps=30))
@@ -277,6 +277,26 @@ def test_anneal_lays_the_decay_over_the_clock_not_the_steps(root, tmp_path):
     assert lrs[0] > 0 and lrs[-1] == 0.0 and all(a >= b for a, b in zip(lrs, lrs[1:]))
     with pytest.raises(ValueError, match="scheduler is constant"):
         Trainer(_cfg(root, tmp_path, run="anneal3", scheduler="constant", anneal_minutes=5.0))
+
+
+def test_decay_share_holds_the_peak_rate_until_the_last_share_of_the_horizon(root, tmp_path):
+    # over the clock: constant for the first 80% of the budget, then linear to zero
+    tr = Trainer(_cfg(root, tmp_path, run="wsd", scheduler="linear", anneal_minutes=10.0, decay_share=0.2,
+                      warmup_epochs=0.0, warmup_ratio=0.0, epochs=50))
+    for progress, factor in [(0.0, 1.0), (0.5, 1.0), (0.8, 1.0), (0.9, 0.5), (1.0, 0.0), (1.3, 0.0)]:
+        tr.anneal_progress = progress
+        assert tr._scheduled_lr(5) == pytest.approx(factor), progress
+    # over the steps: the same shape laid over max_steps
+    out = train(_cfg(root, tmp_path, run="wsd2", scheduler="linear", decay_share=0.5, warmup_epochs=0.0,
+                     warmup_ratio=0.0, max_steps=10, lr=1e-3))
+    rows = [json.loads(x) for x in (Path(out["run_dir"]) / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    lrs = [r["lr"] for r in rows if r["type"] == "train"]
+    assert lrs[:5] == pytest.approx([1e-3] * 5) and lrs[5:] == pytest.approx([8e-4, 6e-4, 4e-4, 2e-4, 0.0])
+    for share in (0.0, 1.5):
+        with pytest.raises(ValueError, match="decay_share"):
+            Trainer(_cfg(root, tmp_path, run="wsd3", scheduler="linear", decay_share=share))
+    with pytest.raises(ValueError, match="scheduler is constant"):
+        Trainer(_cfg(root, tmp_path, run="wsd4", scheduler="constant", decay_share=0.2))
 
 
 def test_early_stopping_counts_evaluations_without_improvement(root, tmp_path, monkeypatch):
