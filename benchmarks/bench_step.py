@@ -1,11 +1,13 @@
-"""CPU cost of one training step of the generator under the constrained objective, three ways.
+"""CPU cost of one training step of the generator under the constrained objective, four ways.
 
 - ``before``: what the training loop did until 2026-12-04: every forward asked transformers for a
   generation cache (``config.use_cache``; its constructor deep-copies the whole model config,
   code-token table included) and the output layer ran over the whole vocabulary before the
   constrained loss picked each level's columns.
 - ``no-cache``: the same without the cache (``use_cache=False`` by default in ``GenRecT5.forward``).
-- ``levels``: also only each level's output columns (``genrec.training.LEVEL_OUTPUTS``): today's loop.
+- ``levels``: also only each level's output columns (``genrec.training.LEVEL_OUTPUTS``).
+- ``trimmed``: also no decoder position after the last code level (``genrec.training.TRIM_END_POSITION``;
+  that position's only allowed token is ``</s>``): today's loop.
 
 Same trainer, batches, preset and thread count in every mode; the modes take turns over
 ``--repeats`` rounds of ``--steps`` timed steps (after ``--warmup`` untimed ones) and the median
@@ -32,7 +34,7 @@ if str(REPO) not in sys.path:
 
 from genrec.utils.io import atomic_write_json  # noqa: E402
 
-MODES = ("before", "no-cache", "levels")
+MODES = ("before", "no-cache", "levels", "trimmed")
 
 
 def _time_steps(tr, plan, lengths, first: int, n: int, mode: str) -> list[float]:
@@ -40,7 +42,8 @@ def _time_steps(tr, plan, lengths, first: int, n: int, mode: str) -> list[float]
     from genrec.model import GenRecT5
 
     model = tr.acc.unwrap_model(tr.model)
-    genrec.training.LEVEL_OUTPUTS = mode == "levels"
+    genrec.training.LEVEL_OUTPUTS = mode in ("levels", "trimmed")
+    genrec.training.TRIM_END_POSITION = mode == "trimmed"
     if mode == "before":  # an instance attribute shadows the class's forward for nn.Module.__call__
         model.forward = lambda *a, **k: GenRecT5.forward(model, *a, **{**k, "use_cache": True})
     try:
@@ -52,6 +55,7 @@ def _time_steps(tr, plan, lengths, first: int, n: int, mode: str) -> list[float]
         return out
     finally:
         genrec.training.LEVEL_OUTPUTS = True
+        genrec.training.TRIM_END_POSITION = True
         model.__dict__.pop("forward", None)
 
 

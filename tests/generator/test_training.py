@@ -694,3 +694,42 @@ def test_distillation_trains_a_student_from_a_teacher_run(root, tmp_path, capsys
         Trainer(_cfg(root, tmp_path, run="bad", distill_from=teacher["run_dir"], distill_alpha=1.5))
     with pytest.raises(FileNotFoundError, match="--distill-from"):
         Trainer(_cfg(root, tmp_path, run="bad2", distill_from=str(tmp_path / "nope")))
+
+
+@pytest.mark.parametrize("item_inputs", ["tokens", "pooled"])
+def test_stopping_the_decoder_at_the_last_level_leaves_the_constrained_loss_and_gradients_unchanged(
+        root, tmp_path, monkeypatch, item_inputs):
+    import genrec.training
+    from genrec.data_pipeline import collate
+
+    tr = Trainer(_cfg(root, tmp_path, run=f"trim-{item_inputs}", objective="constrained", item_inputs=item_inputs,
+                      epochs=1))
+    model = tr.model.eval()  # no dropout: the two forwards see the same network
+    plan = tr._epoch_batches(0)
+    idx = plan.batches[0]
+    srcs, tgts = tr.trainset.examples(idx, plan.choice)
+    keys = tr.trainset.target_keys(idx, plan.choice)
+    assert len(set(keys)) > 1  # text and image targets: tries of their own depth
+    pad = tr.tokenizer.pad_token_id
+    seen_depths = []
+    real_forward = type(model).forward
+
+    def spy(self, *a, **k):
+        seen_depths.append(k["decoder_input_ids"].shape[1])
+        return real_forward(self, *a, **k)
+
+    monkeypatch.setattr(type(model), "forward", spy)
+    losses, grads = [], []
+    for trim in (False, True):
+        monkeypatch.setattr(genrec.training, "TRIM_END_POSITION", trim)
+        model.zero_grad()
+        loss = tr._forward_sum(model, collate(srcs, tgts, pad_id=pad, decoder_start_id=pad), keys)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    depth = max(tr.tries[k].levels for k in set(keys))
+    assert seen_depths == [depth + 1, depth]  # </s> only in the untrimmed forward
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-5, rtol=1e-4)
