@@ -69,6 +69,7 @@ class GenRecEntryConfig:
     max_history: int = 20
     beams: int = 20
     eval_users: int = 1000          # validation NDCG@10 users for model selection
+    eval_every_epochs: int = 1      # validate every N epochs (and at the end of a budget)
     select_metric: str = "ndcg@10"  # or valid_loss: keep the checkpoint of the lowest validation loss (all users)
     fusion: str = "auto"            # auto: rawprob under the constrained objective (item probabilities), else prob
     seed: int = 42
@@ -146,7 +147,7 @@ def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minu
         batch_size=cfg.batch_size, micro_batch_size=cfg.batch_size, lr=cfg.lr, scheduler=cfg.scheduler,
         anneal_minutes=horizon, decay_share=cfg.decay_share, warmup_ratio=0.0, warmup_epochs=cfg.warmup_epochs, select_metric=cfg.select_metric,
         group_by_length=cfg.group_by_length, item_embeddings=cfg.item_embeddings, item_dropout=cfg.item_dropout,
-        patience=cfg.patience)
+        patience=cfg.patience, eval_every_epochs=cfg.eval_every_epochs)
 
 
 def evaluate_genrec_run(run_dir: Path, dataset: RecDataset, cfg: GenRecEntryConfig, threads: int) -> dict[str, Any]:
