@@ -64,6 +64,7 @@ class GenRecEntryConfig:
     text_codes: str = ""            # default: the dataset's own text code file
     image_codes: str = ""
     lr: float = 2e-3
+    weight_decay: float = 0.01      # AdamW, not on norms
     batch_size: int = 256
     warmup_epochs: float = 0.1
     max_history: int = 20
@@ -144,7 +145,8 @@ def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minu
         item_inputs=cfg.item_inputs, prefix_training=cfg.prefix_training, epochs=cfg.epochs or epochs,
         dropout=cfg.dropout if cfg.dropout >= 0 else None,
         dropout_free_minutes=cfg.dropout_free_minutes, ema_decay=cfg.ema_decay,
-        batch_size=cfg.batch_size, micro_batch_size=cfg.batch_size, lr=cfg.lr, scheduler=cfg.scheduler,
+        batch_size=cfg.batch_size, micro_batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+        scheduler=cfg.scheduler,
         anneal_minutes=horizon, decay_share=cfg.decay_share, warmup_ratio=0.0, warmup_epochs=cfg.warmup_epochs, select_metric=cfg.select_metric,
         group_by_length=cfg.group_by_length, item_embeddings=cfg.item_embeddings, item_dropout=cfg.item_dropout,
         patience=cfg.patience, eval_every_epochs=cfg.eval_every_epochs)
