@@ -251,14 +251,20 @@ def _dataset_paths(flag: str, items: list[str]) -> dict[str, str]:
     return out
 
 
+def _output(stem: Path, ext: str) -> Path:
+    """``<stem><ext>``: appended, not ``with_suffix``, which would cut a stem like ``..._dropout0.15_Scientific``
+    at its dot (two such runs once shared one file and skipped each other's points)."""
+    return stem.with_name(stem.name + ext)
+
+
 def _append_point(stem: Path, point: dict[str, Any], mine: dict[str, Any]) -> dict[str, Any]:
     """Add a point under a file lock, re-reading the file first: two runs of this script may share it."""
     import fcntl
 
     stem.parent.mkdir(parents=True, exist_ok=True)
-    with open(stem.with_suffix(".lock"), "w") as lock:
+    with open(_output(stem, ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        results = _load(stem.with_suffix(".json"))
+        results = _load(_output(stem, ".json"))
         for c in mine.get("commands", []):
             if c not in results.setdefault("commands", []):
                 results["commands"].append(c)
@@ -269,7 +275,7 @@ def _append_point(stem: Path, point: dict[str, Any], mine: dict[str, Any]) -> di
 
 
 def write_outputs(results: dict[str, Any], stem: Path) -> None:
-    atomic_write_json(stem.with_suffix(".json"), results, indent=1)
+    atomic_write_json(_output(stem, ".json"), results, indent=1)
     points = results["points"]
     lines = ["# Convergence: test NDCG@10 against training CPU-minutes (full ranking, leave-one-out)", "",
              "Produced by:", ""] + [f"    {c}" for c in results.get("commands", [])] + [
@@ -294,7 +300,7 @@ def write_outputs(results: dict[str, Any], stem: Path) -> None:
             last = table.get((m, max(b for (mm, b) in table if mm == m)))
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {last.get('stop_reason', '')} |")
         lines.append("")
-    atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
+    atomic_write_text(_output(stem, ".md"), "\n".join(lines) + "\n")
     try:
         import matplotlib
 
@@ -315,7 +321,7 @@ def write_outputs(results: dict[str, Any], stem: Path) -> None:
         ax.set_ylabel("test NDCG@10")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_output(stem.with_suffix(".png"), suffix=".png") as tmp:
+    with atomic_output(_output(stem, ".png"), suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
 
@@ -385,7 +391,9 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
         print(f"convergence: error: {e}", file=sys.stderr)
         return 2
     stem = Path(args.out)
-    results = _load(stem.with_suffix(".json"))
+    if stem.suffix in (".json", ".md", ".png"):  # a file name given for the stem
+        stem = stem.with_suffix("")
+    results = _load(_output(stem, ".json"))
     command = "python benchmarks/convergence.py " + " ".join(sys.argv[1:] if argv is None else argv)
     results.setdefault("commands", [])
     if command not in results["commands"]:

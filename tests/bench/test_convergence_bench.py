@@ -22,12 +22,13 @@ def test_curve_points_come_from_one_resumed_run_and_a_rerun_skips_them(synthetic
     text = [format_code([*rng.integers(0, 6, size=3), i % 3], "text") for i in range(64)]
     (root / "Synthetic" / "Synthetic.index_lemb.json").write_text(json.dumps(codes_to_json(text)))
     conv = load_benchmark("convergence")
-    out = tmp_path / "res" / "convergence"
+    # a dot inside the stem (a setting's value) must not be taken for an extension
+    out = tmp_path / "res" / "convergence_dropout0.15"
     argv = ["--datasets", "Synthetic", "--models", "sasrec", "genrec+constrained+pooled", "--budgets", "0.02", "0.05",
             "--data-root", str(root), "--runs", str(tmp_path / "runs"), "--out", str(out), "--epochs", "3",
             "--set", "genrec.preset=tiny", "--set", "genrec.eval_users=50", "--set", "genrec.beams=5"]
     assert conv.main(argv) == 0
-    res = json.loads(out.with_suffix(".json").read_text())
+    res = json.loads((out.parent / "convergence_dropout0.15.json").read_text())
     pts = {(p["model"], p["budget_minutes"]): p for p in res["points"]}
     assert set(pts) == {(m, b) for m in ("sasrec", "genrec+constrained+pooled") for b in (0.02, 0.05)}
     for p in res["points"]:
@@ -37,8 +38,8 @@ def test_curve_points_come_from_one_resumed_run_and_a_rerun_skips_them(synthetic
     assert g1["config"]["objective"] == "constrained" and g1["config"]["item_inputs"] == "pooled"
     cfg = json.loads((tmp_path / "runs" / "Synthetic" / "genrec+constrained+pooled" / "config.json").read_text())
     assert cfg["budget_clock"] == "cpu" and cfg["objective"] == "constrained"
-    assert out.with_suffix(".md").read_text().count("| genrec+constrained+pooled |") == 1
-    assert out.with_suffix(".png").is_file()
+    assert (out.parent / "convergence_dropout0.15.md").read_text().count("| genrec+constrained+pooled |") == 1
+    assert (out.parent / "convergence_dropout0.15.png").is_file()
     # a stopped run's best checkpoint scores the same as the point it gave
     evalc = load_benchmark("eval_checkpoint")
     assert evalc.main(["--dataset", "Synthetic", "--model", "genrec+constrained+pooled", "--runs", str(tmp_path / "runs"),
@@ -50,7 +51,7 @@ def test_curve_points_come_from_one_resumed_run_and_a_rerun_skips_them(synthetic
     monkeypatch.setattr(conv, "_genrec_point", lambda *a, **k: pytest.fail("retrained a finished point"))
     monkeypatch.setattr(conv, "_sasrec_point", lambda *a, **k: pytest.fail("retrained a finished point"))
     assert conv.main(argv) == 0
-    assert len(json.loads(out.with_suffix(".json").read_text())["points"]) == 4
+    assert len(json.loads((out.parent / "convergence_dropout0.15.json").read_text())["points"]) == 4
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
