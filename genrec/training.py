@@ -52,8 +52,9 @@ logger = logging.getLogger("genrec.training")
 # Under the constrained objective, compute each target level's output columns only (|V_l| of V);
 # False: the full output layer, then those columns (benchmarks/bench_step.py measures both).
 LEVEL_OUTPUTS = True
-# With LEVEL_OUTPUTS, the decoder stops at the last code level: the position after it has one allowed
-# token (</s>, loss 0), and a causal decoder's earlier positions do not depend on it.
+# Under the constrained objective, the decoder stops at the last code level: the position after it has
+# one allowed token (</s>, loss 0, distillation KL 0), and a causal decoder's earlier positions do not
+# depend on it.
 TRIM_END_POSITION = True
 
 FINETUNE_TASKS = ["seqrec", "seqimage", "item2image", "image2item", "fusionseqrec"]
@@ -688,12 +689,12 @@ class Trainer(Client):
         """Summed target-token loss of a batch; ``keys``: each example's (dataset, target modality)."""
         batch = {k: v.to(self.acc.device, non_blocking=True) for k, v in batch.items()}
         labels = batch.pop("labels")
+        if self.cfg.objective == "constrained" and TRIM_END_POSITION:
+            depth = max(self.tries[k].levels for k in dict.fromkeys(keys))
+            batch["decoder_input_ids"] = batch["decoder_input_ids"][:, :depth]
         if self.teacher is None or not model.training:
             with self.acc.autocast():
                 if self._level_outputs:
-                    if TRIM_END_POSITION:
-                        depth = max(self.tries[k].levels for k in dict.fromkeys(keys))
-                        batch["decoder_input_ids"] = batch["decoder_input_ids"][:, :depth]
                     return self._loss_sum(model(**batch, output_states=True), labels, keys, self._output_weight(model))
                 return self._loss_sum(model(**batch).logits, labels, keys)
         with self.acc.autocast():
