@@ -146,8 +146,8 @@ def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minu
         dropout=cfg.dropout if cfg.dropout >= 0 else None,
         dropout_free_minutes=cfg.dropout_free_minutes, ema_decay=cfg.ema_decay,
         batch_size=cfg.batch_size, micro_batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-        scheduler=cfg.scheduler,
-        anneal_minutes=horizon, decay_share=cfg.decay_share, warmup_ratio=0.0, warmup_epochs=cfg.warmup_epochs, select_metric=cfg.select_metric,
+        scheduler=cfg.scheduler, anneal_minutes=horizon, decay_share=cfg.decay_share, warmup_ratio=0.0,
+        warmup_epochs=cfg.warmup_epochs, select_metric=cfg.select_metric,
         group_by_length=cfg.group_by_length, item_embeddings=cfg.item_embeddings, item_dropout=cfg.item_dropout,
         patience=cfg.patience, eval_every_epochs=cfg.eval_every_epochs)
 
