@@ -81,6 +81,7 @@ class GenRecEntryConfig:
     dropout: float = -1.0           # < 0: the preset's own (0.1)
     dropout_free_minutes: float = 0.0  # no dropout for the first M CPU/wall minutes of the budget clock
     ema_decay: float = 0.0          # evaluate an exponential moving average of the weights (0 = off)
+    label_smoothing: float = 0.0    # training loss: share spread over the tokens the objective normalises over
     init: str = ""                  # start from this pretraining run (same code vocabulary; its preset wins)
     scheduler: str = "constant"     # or cosine / linear: decay after warmup, over `epochs`
     epochs: int = 0                 # 0: the caller's epoch cap (a decaying schedule needs a real horizon)
@@ -144,7 +145,7 @@ def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minu
         "finetune", **common, tasks=tasks, max_history=cfg.max_history, preset=cfg.preset, objective=cfg.objective,
         item_inputs=cfg.item_inputs, prefix_training=cfg.prefix_training, epochs=cfg.epochs or epochs,
         dropout=cfg.dropout if cfg.dropout >= 0 else None,
-        dropout_free_minutes=cfg.dropout_free_minutes, ema_decay=cfg.ema_decay,
+        dropout_free_minutes=cfg.dropout_free_minutes, ema_decay=cfg.ema_decay, label_smoothing=cfg.label_smoothing,
         batch_size=cfg.batch_size, micro_batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
         scheduler=cfg.scheduler, anneal_minutes=horizon, decay_share=cfg.decay_share, warmup_ratio=0.0,
         warmup_epochs=cfg.warmup_epochs, select_metric=cfg.select_metric,

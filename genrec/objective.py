@@ -47,13 +47,17 @@ def trie_nodes(trie: CodeTrie, codes: torch.Tensor) -> tuple[torch.Tensor, torch
 
 
 def constrained_loss_sum(logits: torch.Tensor, labels: torch.Tensor, keys: Sequence[TrieKey],
-                         tries: Mapping[TrieKey, CodeTrie], output_weight: torch.Tensor | None = None) -> torch.Tensor:
+                         tries: Mapping[TrieKey, CodeTrie], output_weight: torch.Tensor | None = None,
+                         label_smoothing: float = 0.0) -> torch.Tensor:
     """Summed token cross-entropy of ``labels`` with each position normalised over the valid next tokens.
 
     ``logits [B, T, V]``, ``labels [B, T]`` (code tokens, ``</s>``, then -100 padding), ``keys[b]``:
     the trie of example ``b``. The ``</s>`` position has one allowed token and contributes 0.
     With ``output_weight [V, d]``, ``logits`` are the states ``[B, T, d]`` the output layer reads
     (:meth:`genrec.model.GenRecT5.output_states`), and only each level's columns are computed.
+    ``label_smoothing`` eps mixes the one-hot target with the uniform distribution over the *allowed*
+    tokens (not the vocabulary, whose other tokens have probability 0 here): loss =
+    (1 - eps) * NLL(target) + eps * mean NLL over the allowed tokens.
     """
     total = logits.new_zeros((), dtype=torch.float32)
     for key in dict.fromkeys(keys):
@@ -70,15 +74,21 @@ def constrained_loss_sum(logits: torch.Tensor, labels: torch.Tensor, keys: Seque
                 lg = (logits[rows, level] @ output_weight.index_select(0, vocab).t()).float()
             allowed = trie.children[level][node[:, level]] >= 0
             lg = lg.masked_fill(~allowed, float("-inf"))
-            total = total + (torch.logsumexp(lg, dim=1) - lg.gather(1, col[:, level:level + 1]).squeeze(1)).sum()
+            lse = torch.logsumexp(lg, dim=1)
+            nll = lse - lg.gather(1, col[:, level:level + 1]).squeeze(1)
+            if label_smoothing > 0:
+                mean_allowed = lg.masked_fill(~allowed, 0.0).sum(1) / allowed.sum(1)
+                nll = (1 - label_smoothing) * nll + label_smoothing * (lse - mean_allowed)
+            total = total + nll.sum()
     return total
 
 
-def full_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def full_loss_sum(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Summed token cross-entropy over the whole vocabulary (smoothing, if any, over the whole vocabulary too)."""
     import torch.nn.functional as F
 
     return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1).long(),
-                           ignore_index=-100, reduction="sum")
+                           ignore_index=-100, reduction="sum", label_smoothing=label_smoothing)
 
 
 def distill_kl_sum(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, keys: Sequence[TrieKey] | None,

@@ -98,6 +98,9 @@ class TrainConfig:
     dropout_free_minutes: float = field(default=0.0, metadata=_help(
         "train without dropout for the first M minutes on the budget clock, then with the model's rate "
         "(no dropout learns fastest early, then overfits)"))
+    label_smoothing: float = field(default=0.0, metadata=_help(
+        "training loss only: mix each target token with the uniform distribution over the tokens the objective "
+        "normalises over (the valid next tokens under constrained, the vocabulary under full); 0 = off"))
     ema_decay: float = field(default=0.0, metadata=_help(
         "evaluate and keep as best an exponential moving average of the weights with this decay (0 = off; e.g. 0.999)"))
     init: str | None = field(default=None, metadata=_help("start from this run folder (log/<run>) or model folder"))
@@ -216,6 +219,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
     if cfg.dropout_free_minutes < 0:
         raise ValueError(f"dropout_free_minutes must be >= 0, got {cfg.dropout_free_minutes}")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
     if not 0 <= cfg.ema_decay < 1:
         raise ValueError(f"ema_decay must be in [0, 1) (0 = off), got {cfg.ema_decay}")
     if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
@@ -692,14 +697,16 @@ class Trainer(Client):
         if self.cfg.objective == "constrained" and TRIM_END_POSITION:
             depth = max(self.tries[k].levels for k in dict.fromkeys(keys))
             batch["decoder_input_ids"] = batch["decoder_input_ids"][:, :depth]
+        smooth = self._smoothing(model)
         if self.teacher is None or not model.training:
             with self.acc.autocast():
                 if self._level_outputs:
-                    return self._loss_sum(model(**batch, output_states=True), labels, keys, self._output_weight(model))
-                return self._loss_sum(model(**batch).logits, labels, keys)
+                    return self._loss_sum(model(**batch, output_states=True), labels, keys, self._output_weight(model),
+                                          smooth)
+                return self._loss_sum(model(**batch).logits, labels, keys, smoothing=smooth)
         with self.acc.autocast():
             logits = model(**batch).logits
-        hard = self._loss_sum(logits, labels, keys)
+        hard = self._loss_sum(logits, labels, keys, smoothing=smooth)
         from genrec.objective import distill_kl_sum
         from genrec.utils.distill import mix_distill
 
@@ -710,12 +717,16 @@ class Trainer(Client):
         return mix_distill(hard, distill_kl_sum(logits, teacher_logits, labels, keys, tries, T), T, self.cfg.distill_alpha)
 
     def _loss_sum(self, logits: torch.Tensor, labels: torch.Tensor, keys: Sequence | None,
-                  output_weight: torch.Tensor | None = None) -> torch.Tensor:
+                  output_weight: torch.Tensor | None = None, smoothing: float = 0.0) -> torch.Tensor:
         from genrec.objective import constrained_loss_sum, full_loss_sum
 
         if self.cfg.objective == "constrained":
-            return constrained_loss_sum(logits, labels, keys, self.tries, output_weight)
-        return full_loss_sum(logits, labels)
+            return constrained_loss_sum(logits, labels, keys, self.tries, output_weight, smoothing)
+        return full_loss_sum(logits, labels, smoothing)
+
+    def _smoothing(self, model) -> float:
+        """Label smoothing of the training loss; the validation loss stays the plain likelihood."""
+        return self.cfg.label_smoothing if model.training else 0.0
 
     @property
     def _level_outputs(self) -> bool:
@@ -735,7 +746,8 @@ class Trainer(Client):
         with self.acc.autocast():
             out = self.acc.unwrap_model(model).prefix_logits(**batch, output_states=states) if self.world == 1 else \
                 model(prefix=batch, output_states=states)  # DDP needs the wrapped module's forward
-            return self._loss_sum(out, labels, row_keys, self._output_weight(model) if states else None)
+            return self._loss_sum(out, labels, row_keys, self._output_weight(model) if states else None,
+                                  self._smoothing(model))
 
     def micro_batches(self, idx: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
         """This process's length-sorted micro-batches of the global batch ``idx``."""

@@ -92,11 +92,13 @@ def test_convergence_overrides_reach_the_training_config_or_fail(root, tmp_path)
     from genrec.baselines.settings import apply_overrides
 
     cfg = apply_overrides(GenRecEntryConfig(), "genrec", ["genrec.patience=0", "genrec.eval_every_epochs=2",
-                                                          "genrec.weight_decay=0.1", "sasrec.max_len=7"], strict=True)
-    assert cfg.patience == 0 and cfg.eval_every_epochs == 2 and cfg.weight_decay == 0.1
+                                                          "genrec.weight_decay=0.1", "genrec.label_smoothing=0.1",
+                                                          "sasrec.max_len=7"], strict=True)
+    assert cfg.patience == 0 and cfg.eval_every_epochs == 2 and cfg.weight_decay == 0.1 and cfg.label_smoothing == 0.1
     ds = load_dataset(root, "Synthetic")
     train_cfg = genrec_train_config(ds, cfg, 8.0, out_dir=tmp_path, run="r", epochs=1, threads=1)
     assert train_cfg.patience == 0 and train_cfg.eval_every_epochs == 2 and train_cfg.weight_decay == 0.1
+    assert train_cfg.label_smoothing == 0.1
     assert genrec_train_config(ds, GenRecEntryConfig(), 8.0, out_dir=tmp_path, run="r", epochs=1, threads=1).patience == 10
     with pytest.raises(ValueError, match="genrec has no setting 'no_such_field'"):
         apply_overrides(GenRecEntryConfig(), "genrec", ["genrec.no_such_field=1"], strict=True)

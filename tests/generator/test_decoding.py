@@ -259,8 +259,38 @@ def test_constrained_scores_are_item_probabilities(tok, item_inputs):
         assert -loss == pytest.approx(res.scores[0, k].item(), abs=TOL)
 
 
+def test_label_smoothing_of_the_constrained_loss_spreads_over_the_allowed_tokens_only(tok):
+    """eps-smoothed loss = (1 - eps) * NLL(target) + eps * mean NLL over the trie's continuations (by hand)."""
+    from genrec.objective import constrained_loss_sum
+
+    rng = np.random.default_rng(11)
+    torch.manual_seed(11)
+    model = build_model("tiny", tok, objective="constrained", initializer_factor=2.0).eval()
+    codes = list(dict.fromkeys(_random_codes(rng, 40, [3, 4, 2, 3])))
+    trie = CodeTrie.from_codes(tok, codes)
+    src = [tok.convert_tokens_to_ids(["<task_seqrec>", *codes[0], *codes[1]]) + [tok.eos_token_id]]
+    ids, _ = pad_sources(src)
+    code = tok.convert_tokens_to_ids(codes[5])
+    labels = torch.tensor([code + [tok.eos_token_id]])
+    with torch.no_grad():
+        logits = model(input_ids=ids, labels=labels).logits
+    table = trie.prefix_table(0, tok.eos_token_id)
+    eps, expected, prefix = 0.2, 0.0, ()
+    for t, token in enumerate(code):
+        allowed = table[(0,) + prefix]
+        logp = logits[0, t, allowed] - torch.logsumexp(logits[0, t, allowed], 0)
+        nll = -(logits[0, t, token] - torch.logsumexp(logits[0, t, allowed], 0)).item()
+        expected += (1 - eps) * nll - eps * logp.mean().item()
+        prefix += (token,)
+    got = constrained_loss_sum(logits, labels, ["k"], {"k": trie}, label_smoothing=eps).item()
+    assert got == pytest.approx(expected, abs=TOL)
+    plain = constrained_loss_sum(logits, labels, ["k"], {"k": trie}).item()
+    assert got != pytest.approx(plain, abs=TOL)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("item_inputs", ["tokens", "pooled"])
-def test_constrained_loss_from_output_states_equals_the_loss_from_logits(tok, item_inputs):
+def test_constrained_loss_from_output_states_equals_the_loss_from_logits(tok, item_inputs, smoothing):
     """Training computes each level's output columns only: same loss and same gradients as the full logits."""
     from genrec.objective import constrained_loss_sum
 
@@ -280,10 +310,10 @@ def test_constrained_loss_from_output_states_equals_the_loss_from_logits(tok, it
         out = model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec, output_states=states)
         if states:
             assert out.shape == (5, 5, model.config.d_model)
-            loss = constrained_loss_sum(out, labels, ["k"] * 5, {"k": trie}, model.lm_head.weight)
+            loss = constrained_loss_sum(out, labels, ["k"] * 5, {"k": trie}, model.lm_head.weight, smoothing)
         else:
             assert out.past_key_values is None  # training forwards build no generation cache
-            loss = constrained_loss_sum(out.logits, labels, ["k"] * 5, {"k": trie})
+            loss = constrained_loss_sum(out.logits, labels, ["k"] * 5, {"k": trie}, label_smoothing=smoothing)
         loss.backward()
         losses.append(loss.item())
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})

@@ -733,3 +733,27 @@ def test_stopping_the_decoder_at_the_last_level_leaves_the_constrained_loss_and_
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("objective", ["constrained", "full"])
+def test_label_smoothing_raises_the_training_loss_only_and_trains_an_epoch(root, tmp_path, objective):
+    """The smoothed term is the training loss; validation (model in eval mode) stays the plain likelihood."""
+    from genrec.data_pipeline import collate
+
+    tr = Trainer(_cfg(root, tmp_path, run=f"smooth-{objective}", objective=objective, item_inputs="pooled",
+                      label_smoothing=0.1, dropout=0.0, epochs=1))
+    plan = tr._epoch_batches(0)
+    idx = plan.batches[0]
+    srcs, tgts = tr.trainset.examples(idx, plan.choice)
+    keys = tr.trainset.target_keys(idx, plan.choice)
+    batch = collate(srcs, tgts, pad_id=tr.tokenizer.pad_token_id, decoder_start_id=tr.tokenizer.pad_token_id)
+    with torch.no_grad():
+        smoothed = tr._forward_sum(tr.model.train(), dict(batch), keys).item()
+        plain = tr._forward_sum(tr.model.eval(), dict(batch), keys).item()
+    assert smoothed > plain  # dropout 0: only the smoothing differs between the two modes
+    out = tr.fit()
+    assert out["step"] >= 1 and np.isfinite(out["train_loss"]) and np.isfinite(out["best_metric"])
+    assert json.loads((tmp_path / "log" / f"smooth-{objective}" / "config.json").read_text())["label_smoothing"] == 0.1
+    for eps in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="label_smoothing"):
+            Trainer(_cfg(root, tmp_path, run=f"smooth-bad-{objective}", label_smoothing=eps))
