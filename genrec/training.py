@@ -702,7 +702,7 @@ class Trainer(Client):
             with self.acc.autocast():
                 if self._level_outputs:
                     return self._loss_sum(model(**batch, output_states=True), labels, keys, self._output_weight(model),
-                                          smooth)
+                                          smoothing=smooth)
                 return self._loss_sum(model(**batch).logits, labels, keys, smoothing=smooth)
         with self.acc.autocast():
             logits = model(**batch).logits
@@ -747,7 +747,7 @@ class Trainer(Client):
             out = self.acc.unwrap_model(model).prefix_logits(**batch, output_states=states) if self.world == 1 else \
                 model(prefix=batch, output_states=states)  # DDP needs the wrapped module's forward
             return self._loss_sum(out, labels, row_keys, self._output_weight(model) if states else None,
-                                  self._smoothing(model))
+                                  smoothing=self._smoothing(model))
 
     def micro_batches(self, idx: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
         """This process's length-sorted micro-batches of the global batch ``idx``."""
