@@ -60,6 +60,8 @@ PRESETS: dict[str, ModelPreset] = {
     # For tests and the quickstart: trains in seconds on a CPU.
     "tiny": ModelPreset(d_model=32, d_ff=64, d_kv=8, num_heads=2, num_layers=1, num_decoder_layers=1),
     "small": ModelPreset(d_model=64, d_ff=256, d_kv=32, num_heads=4, num_layers=2, num_decoder_layers=2),
+    # small at twice the width: the capacity probe between small and paper.
+    "medium": ModelPreset(d_model=128, d_ff=512, d_kv=32, num_heads=4, num_layers=2, num_decoder_layers=2),
 }
 
 

@@ -80,7 +80,7 @@ class TrainConfig:
     tasks: list[str] = field(default_factory=lambda: list(FINETUNE_TASKS), metadata=_help("comma-separated task names"))
     max_history: int = field(default=20, metadata=_help("keep the most recent N history items (0 = all)"))
     dedup_codes: bool = field(default=True, metadata=_help("append a dedup token to codes shared by several items"))
-    preset: str = field(default="paper", metadata=_help("model size: paper, small or tiny (ignored with --init)"))
+    preset: str = field(default="paper", metadata=_help("model size: paper, medium, small or tiny (ignored with --init)"))
     objective: str = field(default="full", metadata=_help(
         "full: softmax over the whole vocabulary (published); constrained: over the tokens that continue a valid code"))
     text_codebooks: str | None = field(default=None, metadata=_help(

@@ -1,8 +1,9 @@
 """The T5 wrapper's CPU dropout: same distribution as nn.Dropout, used by built and loaded models."""
 
+import pytest
 import torch
 
-from genrec.model import GenRecT5, MaskDropout, build_model, load_model
+from genrec.model import PRESETS, GenRecT5, MaskDropout, build_model, load_model
 from genrec.tokenizer import build_tokenizer
 
 
@@ -29,3 +30,17 @@ def test_built_and_loaded_models_use_it(tmp_path):
     loaded = load_model(tmp_path)
     assert isinstance(loaded, GenRecT5)
     assert {type(m) for m in loaded.modules() if isinstance(m, torch.nn.Dropout)} == {MaskDropout}
+
+
+def test_every_preset_builds_at_its_size_and_rejects_unknown_names():
+    tokenizer = build_tokenizer()
+    widths = {}
+    for name, preset in PRESETS.items():
+        model = build_model(name, tokenizer, objective="constrained", item_inputs="pooled")
+        assert model.config.d_model == preset.d_model and len(model.encoder.block) == preset.num_layers
+        assert len(model.decoder.block) == preset.num_decoder_layers
+        widths[name] = model.config.d_model
+    # medium is small at twice the width: the capacity step between small and paper
+    assert widths["medium"] == 2 * widths["small"] and PRESETS["medium"].num_layers == PRESETS["small"].num_layers
+    with pytest.raises(ValueError, match="unknown model preset 'huge'"):
+        build_model("huge", tokenizer)
