@@ -682,7 +682,7 @@ class Trainer(Client):
                 if p.task in names:
                     self.eval_sets.append((d.name, p.task, subset_part(p, rank_users), d))
         self.select = cfg.select_metric
-        if self.select == "ndcg@10":
+        if self.select == "ndcg@10" and (cfg.eval_every_epochs or cfg.eval_every_steps):
             self.evaluator = _load_evaluator() if self.eval_sets else None
             if self.evaluator is None:
                 logger.warning("validation NDCG@10 is unavailable (no evaluator or no sequence task); "

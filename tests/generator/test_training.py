@@ -1,6 +1,7 @@
 """The training loop: exact gradient accumulation, resume, run folder, bad input (tiny preset, CPU)."""
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -216,6 +217,24 @@ def test_time_budget_stops_with_a_resumable_checkpoint(root, tmp_path):
     run = tmp_path / "log" / "budget"
     assert (run / "best" / "model.safetensors").is_file()
     assert not json.loads((run / "last" / "trainer_state.json").read_text())["finished"]
+
+
+def test_without_validation_best_is_the_final_model_and_nothing_is_reselected(root, tmp_path, caplog):
+    """eval_every_epochs=0 (a decaying schedule's end is the model wanted): best/ holds the last weights,
+    no metric picks among checkpoints, and no warning claims a fallback selection."""
+    from genrec.model import load_model
+
+    with caplog.at_level(logging.WARNING, logger="genrec.training"):
+        tr = Trainer(_cfg(root, tmp_path, run="noval", select_metric="ndcg@10", epochs=2, eval_every_epochs=0))
+        out = tr.fit()
+    assert out["stop_reason"] == "epochs" and out["best_metric"] is None
+    assert not [r for r in caplog.records if "selecting the best checkpoint" in r.getMessage()]
+    run = tmp_path / "log" / "noval"
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert not [r for r in records if r["type"] == "eval"]
+    best, last = load_model(run / "best").state_dict(), load_model(run / "last").state_dict()
+    assert best.keys() == last.keys() and all(torch.equal(best[k], last[k]) for k in best)
+    tr.run_lock.release()
 
 
 def test_weight_average_is_what_is_evaluated_kept_as_best_and_resumed(root, tmp_path):
