@@ -54,6 +54,28 @@ def load_benchmark(name: str):
     return mod
 
 
+def train_tiny_run(synthetic_root: Path, tmp_path: Path, **train_kw) -> Path:
+    """A tiny seqrec run on a copy of the synthetic dataset with random 4-level text codes; its folder."""
+    import json
+    import shutil
+
+    import numpy as np
+
+    from genrec.data import codes_to_json, format_code
+    from genrec.training import default_config, train
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    rng = np.random.default_rng(0)
+    codes = [format_code([*rng.integers(0, 6, size=3), i], "text") for i in range(64)]
+    (root / "Synthetic" / "Synthetic.index_lemb.json").write_text(json.dumps(codes_to_json(codes)))
+    train(default_config("finetune", **{
+        "datasets": ["Synthetic"], "data_root": str(root), "output_dir": str(tmp_path / "log"), "run": "r",
+        "preset": "tiny", "tasks": ["seqrec"], "epochs": 1, "batch_size": 64, "micro_batch_size": 64,
+        "num_threads": 1, "progress": False, "cache_dir": "none", "eval_users": 10, "eval_beams": 3, **train_kw}))
+    return tmp_path / "log" / "r"
+
+
 BASELINE_METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10")
 
 

@@ -1,33 +1,21 @@
 """benchmarks/best_vs_last.py: the selected and the final checkpoint of a run, scored on the test split."""
 
 import json
-import shutil
 
-import numpy as np
 import pytest
 import torch
 
-from conftest import load_benchmark
+from conftest import load_benchmark, train_tiny_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_best_and_last_are_scored_from_their_own_weights(synthetic_root, tmp_path):
-    from genrec.data import codes_to_json, format_code
     from genrec.evaluate import EvalConfig, run_evaluation
     from genrec.model import load_model
-    from genrec.training import default_config, train
 
-    root = tmp_path / "data"
-    shutil.copytree(synthetic_root, root)
-    rng = np.random.default_rng(0)
-    codes = [format_code([*rng.integers(0, 6, size=3), i], "text") for i in range(64)]
-    (root / "Synthetic" / "Synthetic.index_lemb.json").write_text(json.dumps(codes_to_json(codes)))
-    train(default_config("finetune", datasets=["Synthetic"], data_root=str(root), output_dir=str(tmp_path / "log"),
-                         run="r", preset="tiny", tasks=["seqrec"], epochs=4, batch_size=64, micro_batch_size=64,
-                         objective="constrained", item_inputs="pooled", num_threads=1, progress=False,
-                         cache_dir="none", eval_users=10, eval_beams=3, select_metric="valid_loss"))
-    run = tmp_path / "log" / "r"
+    run = train_tiny_run(synthetic_root, tmp_path, objective="constrained", item_inputs="pooled",
+                         select_metric="valid_loss")
     # the final weights moved away from the selected ones, so each score shows which weights it read
     model = load_model(run / "last")
     torch.manual_seed(0)
