@@ -104,17 +104,11 @@ ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
-def evaluate(score: ScoreFn, samples: Sequence[Sample], batch_size: int = 1024,
-             device: torch.device | str = "cpu", accelerator: Accelerator | None = None,
-             ks: Sequence[int] = TABLE_KS, negatives: EvalNegatives | None = None) -> dict[str, float]:
-    """HR/NDCG: full ranking over all items (only padding is outside the ranking), or with
-    ``negatives`` the rank of the target among its user's sampled negatives.
-
-    With several processes each rank scores ``samples[rank::world]`` and the ranks are gathered.
-    Samples that carry times (time-aware models) are scored with ``score(inputs, lengths, times)``.
-    """
-    if accelerator is not None and accelerator.num_processes > 1:
-        samples = samples[accelerator.process_index::accelerator.num_processes]
+def rank_users(score: ScoreFn, samples: Sequence[Sample], batch_size: int = 1024, device: torch.device | str = "cpu",
+               negatives: EvalNegatives | None = None) -> tuple[list[int], list[int]]:
+    """Each sample's user and the 1-based rank of its target: among all items (full ranking), or with
+    ``negatives`` among its user's sampled negatives. Samples that carry times (time-aware models)
+    are scored with ``score(inputs, lengths, times)``."""
     # similar lengths in a batch: less padding (metrics do not depend on the order)
     samples = sorted(samples, key=lambda s: len(s.history))
     ranks = []
@@ -132,7 +126,17 @@ def evaluate(score: ScoreFn, samples: Sequence[Sample], batch_size: int = 1024,
             negs = negatives.for_users(users).to(device)
             ranks.append(ranks_among_candidates(scores.float(), targets.to(device), negs).cpu())
         start += len(targets)
-    flat = torch.cat(ranks).tolist() if ranks else []
+    return [s.user for s in samples], (torch.cat(ranks).tolist() if ranks else [])
+
+
+def evaluate(score: ScoreFn, samples: Sequence[Sample], batch_size: int = 1024,
+             device: torch.device | str = "cpu", accelerator: Accelerator | None = None,
+             ks: Sequence[int] = TABLE_KS, negatives: EvalNegatives | None = None) -> dict[str, float]:
+    """HR/NDCG of :func:`rank_users`'s ranks. With several processes each rank scores
+    ``samples[rank::world]`` and the ranks are gathered."""
+    if accelerator is not None and accelerator.num_processes > 1:
+        samples = samples[accelerator.process_index::accelerator.num_processes]
+    _, flat = rank_users(score, samples, batch_size, device, negatives)
     if accelerator is not None and accelerator.num_processes > 1:
         flat = gather_object(flat)
     return metrics_from_ranks(np.asarray(flat), ks)
