@@ -5,7 +5,9 @@ user's NDCG@10 under each (full ranking; generator runs through ``genrec.evaluat
 ``--checkpoint``, baseline runs on their best model), and reports per pair and for the seed-averaged
 scores (each user's NDCG@10 averaged over a side's runs) the mean difference and ratio with
 bootstrap intervals over users, and the paired t-test and Wilcoxon p-values
-(``genrec.significance``). Writes ``<out>.json`` and ``<out>.md``.
+(``genrec.significance``). ``--breakdown`` adds both sides' mean NDCG@10 per bucket of the test
+target's training popularity (where one model wins and the other loses). Writes ``<out>.json`` and
+``<out>.md``.
 
     python benchmarks/paired_test.py --dataset Scientific --data-root ../shared/data \\
         --a log/convergence-wsd-noval-s3/Scientific/genrec+constrained+pooled+grouped+wsd ... \\
@@ -79,6 +81,29 @@ def compare(a: dict[int, float], b: dict[int, float], seed: int) -> dict:
     return paired_comparison(va, vb, seed=seed)
 
 
+POPULARITY_EDGES = (1, 5, 15, 40)  # a target's training interactions: 0, 1-4, 5-14, 15-39, 40+
+
+
+def popularity_breakdown(a: dict[int, float], b: dict[int, float], targets: dict[int, int], dataset: str,
+                         data_root: str | None) -> list[dict]:
+    """Mean NDCG@10 of each side per bucket of the target's count among the training interactions."""
+    from genrec.baselines.cli import open_dataset
+
+    ds = open_dataset(data_root or "data", dataset)
+    counts = np.zeros(ds.num_items, dtype=np.int64)
+    for seq in ds.sequences:
+        np.add.at(counts, np.asarray(seq[:-2], dtype=np.int64), 1)  # the last two are validation and test
+    names = ["0", "1-4", "5-14", "15-39", "40+"]
+    bucket = {u: int(np.digitize(counts[t], POPULARITY_EDGES)) for u, t in targets.items()}
+    out = []
+    for i, name in enumerate(names):
+        users = [u for u in targets if bucket[u] == i]
+        if users:
+            out.append({"target_train_count": name, "users": len(users), "mean_a": float(np.mean([a[u] for u in users])),
+                        "mean_b": float(np.mean([b[u] for u in users]))})
+    return out
+
+
 def fmt(row: dict) -> str:
     ratio = f"{row['ratio']:.3f} [{row['ratio_low']:.3f}, {row['ratio_high']:.3f}]" if "ratio" in row else "-"
     return (f"| {row['name']} | {row['mean_a']:.4f} | {row['mean_b']:.4f} | {row['diff']:+.4f} "
@@ -95,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", default="best", help="generator checkpoint to score: best or last")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--breakdown", action="store_true", help="also both sides' NDCG@10 per target-popularity bucket")
     p.add_argument("--out", required=True, help="output stem: writes <out>.json and <out>.md")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -120,23 +146,32 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for (ra, sa, _), (rb, sb, _) in zip(sides["A"], sides["B"]):
             rows.append({"name": f"{ra} vs {rb}", "a": str(ra), "b": str(rb), **compare(sa, sb, args.seed)})
+        users = list(ref_targets)
+        mean_a = {u: float(np.mean([s[u] for _, s, _ in sides["A"]])) for u in users}
+        mean_b = {u: float(np.mean([s[u] for _, s, _ in sides["B"]])) for u in users}
         if len(args.a) > 1:
-            users = list(ref_targets)
-            mean_a = {u: float(np.mean([s[u] for _, s, _ in sides["A"]])) for u in users}
-            mean_b = {u: float(np.mean([s[u] for _, s, _ in sides["B"]])) for u in users}
             rows.append({"name": f"seed-averaged per user ({len(args.a)} runs a side)", "a": args.a, "b": args.b,
                          **compare(mean_a, mean_b, args.seed)})
+        buckets = (popularity_breakdown(mean_a, mean_b, ref_targets, args.dataset, args.data_root)
+                   if args.breakdown else [])
     except (DataError, ValueError, FileNotFoundError) as e:
         logger.error("%s", e)
         return 2
     command = "python benchmarks/paired_test.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     out = Path(args.out)
     atomic_write_json(out.with_suffix(".json"), {"dataset": args.dataset, "command": command, "metric": "NDCG@10",
-                                                 "rows": rows}, indent=1)
+                                                 "rows": rows, "popularity_breakdown": buckets}, indent=1)
     table = [f"# Paired test, {args.dataset}, test NDCG@10 per user (A against B)", "", f"`{command}`", "",
              "Intervals: 95% percentile bootstrap over users (10,000 resamples).", "",
              "| pair | A | B | A - B [95% CI] | A / B [95% CI] | paired t p | Wilcoxon p | users A / B better |",
              "|---|---|---|---|---|---|---|---|", *map(fmt, rows), ""]
+    if buckets:
+        table += ["By the test target's count among the training interactions (each side's runs averaged per user):",
+                  "", "| target's training count | users | A | B | A / B |", "|---|---|---|---|---|",
+                  *(f"| {r['target_train_count']} | {r['users']} | {r['mean_a']:.4f} | {r['mean_b']:.4f} | "
+                    f"{r['mean_a'] / r['mean_b']:.2f} |" if r["mean_b"] > 0 else
+                    f"| {r['target_train_count']} | {r['users']} | {r['mean_a']:.4f} | {r['mean_b']:.4f} | - |"
+                    for r in buckets), ""]
     atomic_write_text(out.with_suffix(".md"), "\n".join(table))
     print("\n".join(table))
     return 0

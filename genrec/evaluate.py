@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import re
 import sys
 import time
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from genrec.data.errors import DataError
-from genrec.metrics import DEFAULT_KS, format_table, ranks_from_lists
+from genrec.metrics import DEFAULT_KS, format_table, metrics_from_ranks, ranks_from_lists
 from genrec.run_checks import check_trained
 from genrec.utils.io import atomic_output, atomic_write_json
 
@@ -61,10 +62,12 @@ class EvalConfig:
     progress: bool = _h(True, "show a progress bar")
     overwrite: bool = _h(False, "replace a result file produced with other settings")
     ks: tuple[int, ...] = _h(DEFAULT_KS, "HR@K / NDCG@K cut-offs")
+    popularity_penalty: float = _h(0.0, "re-rank the decoded items by score - P * log(1 + the item's training "
+                                        "interactions); reorders only what the beams return (written as its own result)")
 
 
 def result_stem(dataset: str, task_name: str, split: str, *, max_users: int = 0, seed: int = 0,
-                checkpoint: str = "best") -> str:
+                checkpoint: str = "best", popularity_penalty: float = 0.0) -> str:
     """``<dataset>-<task>-<split>`` for the full evaluation of ``best/`` (what fusion, the report and
     the benchmarks read); a user subset or another checkpoint gets its own name, so a quick check
     never replaces the full result."""
@@ -73,6 +76,8 @@ def result_stem(dataset: str, task_name: str, split: str, *, max_users: int = 0,
         stem += f"-{max_users}users-seed{seed}"
     if checkpoint != "best":
         stem += "-" + re.sub(r"[^A-Za-z0-9_.]+", "_", checkpoint).strip("_.")
+    if popularity_penalty:
+        stem += f"-pop{popularity_penalty:g}"
     return stem
 
 
@@ -95,6 +100,14 @@ def check_replaceable(path: Path, record: dict[str, Any], overwrite: bool) -> No
                          "replace it or --out-dir to write elsewhere")
 
 
+def training_counts(ds) -> np.ndarray:
+    """Each item's interactions in the training part of the leave-one-out split (all but each user's last two)."""
+    counts = np.zeros(ds.num_items, dtype=np.int64)
+    for seq in ds.sequences:
+        np.add.at(counts, np.asarray(seq[:-2], dtype=np.int64), 1)
+    return counts
+
+
 def check_eval_config(cfg: "EvalConfig") -> None:
     """Every numeric flag in range (a negative batch size used to decode nothing and score 0)."""
     if cfg.split not in ("test", "valid"):
@@ -105,6 +118,8 @@ def check_eval_config(cfg: "EvalConfig") -> None:
         if value < low:
             zero = {"--batch-size": " (0 = auto)", "--max-users": " (0 = all users)", "--num-threads": " (0 = default)"}
             raise ValueError(f"{flag} must be >= {low}{zero.get(flag, '')}, got {value}")
+    if not math.isfinite(cfg.popularity_penalty):
+        raise ValueError(f"--popularity-penalty must be a finite number, got {cfg.popularity_penalty}")
     if cfg.direction is not None and cfg.direction not in (0, 1):
         raise ValueError(f"--direction must be 0 or 1, got {cfg.direction}")
 
@@ -172,7 +187,8 @@ def run_evaluation(cfg: EvalConfig, accelerator=None) -> dict[str, Any]:
     batch_size = cfg.batch_size or (256 if accelerator.device.type == "cuda" else 32)
 
     out_dir = Path(cfg.out_dir) if cfg.out_dir else run.dir / "eval"
-    stem = result_stem(ds.name, task_name, cfg.split, max_users=cfg.max_users, seed=cfg.seed, checkpoint=cfg.checkpoint)
+    stem = result_stem(ds.name, task_name, cfg.split, max_users=cfg.max_users, seed=cfg.seed, checkpoint=cfg.checkpoint,
+                       popularity_penalty=cfg.popularity_penalty)
     # before decoding: a refusal should not cost a full evaluation first
     check_replaceable(out_dir / f"{stem}.metrics.json", {"model_dir": str(run.model_dir), "beams": cfg.beams,
                       "topk": cfg.topk, "users": len(samples), "split": cfg.split}, cfg.overwrite)
@@ -181,6 +197,11 @@ def run_evaluation(cfg: EvalConfig, accelerator=None) -> dict[str, Any]:
         run.model, run.tokenizer, codes[d.target], sources, targets, beams=cfg.beams, topk=cfg.topk,
         batch_size=batch_size, ks=cfg.ks, accelerator=accelerator, progress=cfg.progress and main)
     seconds = time.perf_counter() - t0
+    if cfg.popularity_penalty:
+        from genrec.evaluation import penalise_popularity
+
+        ranked, scores = penalise_popularity(ranked, scores, training_counts(ds), cfg.popularity_penalty)
+        metrics = metrics_from_ranks(ranks_from_lists(ranked, targets), cfg.ks)
 
     target_codes = codes[d.target]
     record = {
@@ -191,6 +212,7 @@ def run_evaluation(cfg: EvalConfig, accelerator=None) -> dict[str, Any]:
         "dedup_codes": bool(run.config.get("dedup_codes", True)),
         "unique_codes": len(set(target_codes)) == len(target_codes),
         "processes": accelerator.num_processes, "device": str(accelerator.device),
+        "popularity_penalty": cfg.popularity_penalty,
         "decode_seconds": round(seconds, 3), "users_per_second": round(len(samples) / max(seconds, 1e-9), 2),
         "metrics": metrics,
     }

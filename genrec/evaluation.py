@@ -67,6 +67,24 @@ def leaves_to_items(trie: CodeTrie, leaves: torch.Tensor, scores: torch.Tensor, 
     return items_out, scores_out
 
 
+def penalise_popularity(ranked: Sequence[Sequence[int]], scores: Sequence[Sequence[float]], counts: np.ndarray,
+                        beta: float) -> tuple[list[list[int]], list[list[float]]]:
+    """Re-rank each user's decoded items by ``score - beta * log(1 + training count)``.
+
+    A post-hoc popularity correction (positive ``beta`` lifts rarely seen items); it can only reorder
+    the items the beam returned, so decode with more beams than the K of the metrics.
+    """
+    if not np.isfinite(beta):
+        raise ValueError(f"popularity penalty must be finite, got {beta}")
+    out_items, out_scores = [], []
+    for items, sc in zip(ranked, scores):
+        adj = np.asarray(sc, dtype=np.float64) - beta * np.log1p(counts[np.asarray(items, dtype=np.int64)])
+        order = np.argsort(-adj, kind="stable")
+        out_items.append([int(items[i]) for i in order])
+        out_scores.append([float(adj[i]) for i in order])
+    return out_items, out_scores
+
+
 def _model_device(model) -> torch.device:
     return next(model.parameters()).device
 

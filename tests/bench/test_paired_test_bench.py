@@ -22,7 +22,7 @@ def test_paired_test_reads_each_runs_own_ranking(synthetic_root, tmp_path):
     bench = load_benchmark("paired_test")
     out = tmp_path / "paired"
     assert bench.main(["--dataset", "Synthetic", "--data-root", str(data), "--a", str(gen), str(gen),
-                       "--b", str(sas), str(sas), "--out", str(out), "--seed", "1"]) == 0
+                       "--b", str(sas), str(sas), "--out", str(out), "--seed", "1", "--breakdown"]) == 0
     res = json.loads(out.with_suffix(".json").read_text())
     pair, _, averaged = res["rows"]
     direct = run_evaluation(EvalConfig(ckpt=str(gen), dataset="Synthetic", data_root=str(data), num_threads=1,
@@ -32,6 +32,11 @@ def test_paired_test_reads_each_runs_own_ranking(synthetic_root, tmp_path):
     assert pair["users"] == direct["users"] == sas_result["users"]
     assert averaged["diff"] == pytest.approx(pair["diff"]) and pair["diff_low"] <= pair["diff"] <= pair["diff_high"]
     assert "seed-averaged per user (2 runs a side)" in out.with_suffix(".md").read_text()
+    # the popularity buckets partition the users: their weighted means are the overall ones
+    buckets = res["popularity_breakdown"]
+    assert sum(b["users"] for b in buckets) == pair["users"]
+    for side in ("mean_a", "mean_b"):
+        assert sum(b[side] * b["users"] for b in buckets) / pair["users"] == pytest.approx(pair[side])
     # a run against itself: no difference at all
     assert bench.main(["--dataset", "Synthetic", "--data-root", str(data), "--a", str(sas), "--b", str(sas),
                        "--out", str(tmp_path / "self")]) == 0

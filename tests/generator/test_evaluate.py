@@ -134,6 +134,43 @@ def test_cli_writes_metrics_and_predictions(run_dir, capsys):
     assert not list((run_dir / "eval").glob("*.tmp"))  # atomic writes leave nothing behind
 
 
+def test_popularity_penalty_reorders_by_hand():
+    from genrec.evaluation import penalise_popularity
+
+    counts = np.array([0, 3, 7, 0])  # log1p: 0, log 4, log 8, 0
+    items, scores = penalise_popularity([[2, 1, 3]], [[-1.0, -1.5, -2.0]], counts, 0.5)
+    # -1 - .5 log 8 = -2.040, -1.5 - .5 log 4 = -2.193, -2 - 0 = -2.0
+    assert items == [[3, 2, 1]]
+    assert scores[0] == pytest.approx([-2.0, -1.0 - 0.5 * np.log(8), -1.5 - 0.5 * np.log(4)])
+    assert penalise_popularity([[2, 1, 3]], [[-1.0, -1.5, -2.0]], counts, 0.0)[0] == [[2, 1, 3]]
+    with pytest.raises(ValueError, match="finite"):
+        penalise_popularity([[1]], [[0.0]], counts, float("nan"))
+
+
+def test_cli_popularity_penalty_is_its_own_result(run_dir, data_root, tmp_path, capsys):
+    from genrec.evaluate import training_counts
+
+    base = ["--ckpt", str(run_dir), "--dataset", NAME, "--beams", "8", "--topk", "8", "--no-progress",
+            "--out-dir", str(tmp_path)]
+    assert evaluate_main(base) == 0
+    assert evaluate_main([*base, "--popularity-penalty", "2"]) == 0
+    plain = read_predictions(tmp_path / f"{NAME}-seqrec-test.predictions.jsonl")
+    pen = read_predictions(tmp_path / f"{NAME}-seqrec-test-pop2.predictions.jsonl")
+    record = json.loads((tmp_path / f"{NAME}-seqrec-test-pop2.metrics.json").read_text())
+    counts = training_counts(load_dataset(data_root, NAME))
+    for a, b in zip(plain, pen):
+        assert sorted(a["items"]) == sorted(b["items"])  # the same decoded items, reordered
+        want = sorted(a["items"], key=lambda i: -(a["scores"][a["items"].index(i)] - 2 * np.log1p(counts[i])))
+        assert b["items"] == want
+    assert any(a["items"] != b["items"] for a, b in zip(plain, pen))  # the penalty did reorder
+    ranks = ranks_from_lists([p["items"] for p in pen], [p["target"] for p in pen])
+    assert record["popularity_penalty"] == 2
+    assert record["metrics"] == pytest.approx(metrics_from_ranks(ranks, (1, 5, 10, 20)))
+    capsys.readouterr()
+    assert evaluate_main([*base, "--popularity-penalty", "nan"]) == 2
+    assert "--popularity-penalty must be a finite number" in capsys.readouterr().err
+
+
 def test_cli_subset_and_valid_split(run_dir, tmp_path):
     assert evaluate_main(["--ckpt", str(run_dir), "--dataset", NAME, "--split", "valid", "--max-users", "9",
                           "--beams", "4", "--topk", "4", "--no-progress", "--out-dir", str(tmp_path)]) == 0
