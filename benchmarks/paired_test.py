@@ -88,11 +88,9 @@ def popularity_breakdown(a: dict[int, float], b: dict[int, float], targets: dict
                          data_root: str | None) -> list[dict]:
     """Mean NDCG@10 of each side per bucket of the target's count among the training interactions."""
     from genrec.baselines.cli import open_dataset
+    from genrec.evaluate import training_counts
 
-    ds = open_dataset(data_root or "data", dataset)
-    counts = np.zeros(ds.num_items, dtype=np.int64)
-    for seq in ds.sequences:
-        np.add.at(counts, np.asarray(seq[:-2], dtype=np.int64), 1)  # the last two are validation and test
+    counts = training_counts(open_dataset(data_root or "data", dataset))
     names = ["0", "1-4", "5-14", "15-39", "40+"]
     bucket = {u: int(np.digitize(counts[t], POPULARITY_EDGES)) for u, t in targets.items()}
     out = []
