@@ -920,10 +920,11 @@ class Trainer(Client):
         however many steps that budget holds) or that holds the peak rate before its last share."""
         if step < self.warmup_steps:
             return step / max(1, self.warmup_steps)
+        p = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
         if self.cfg.anneal_minutes > 0:
-            p = self.anneal_progress
-        else:
-            p = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+            # whichever horizon ends the run first, the budget clock or --epochs/--max-steps, ends the
+            # decay: a 60-minute decay under a 200-epoch cap that binds at 44 minutes never began
+            p = max(p, self.anneal_progress)
         share = self.cfg.decay_share
         q = min(1.0, max(0.0, (p - (1.0 - share)) / share))
         return 0.5 * (1.0 + math.cos(math.pi * q)) if self.cfg.scheduler == "cosine" else 1.0 - q

@@ -282,7 +282,7 @@ def test_dropout_free_start_switches_dropout_on_at_its_minute(root, tmp_path):
 
 def test_anneal_lays_the_decay_over_the_clock_not_the_steps(root, tmp_path):
     tr = Trainer(_cfg(root, tmp_path, run="anneal", scheduler="cosine", anneal_minutes=10.0, warmup_epochs=0.0,
-                      warmup_ratio=0.0, epochs=50))
+                      warmup_ratio=0.0, epochs=100_000))
     assert tr._scheduled_lr(5) == pytest.approx(1.0)  # nothing of the budget used yet
     tr.anneal_progress = 0.5
     assert tr._scheduled_lr(5) == pytest.approx(0.5)
@@ -301,7 +301,7 @@ def test_anneal_lays_the_decay_over_the_clock_not_the_steps(root, tmp_path):
 def test_decay_share_holds_the_peak_rate_until_the_last_share_of_the_horizon(root, tmp_path):
     # over the clock: constant for the first 80% of the budget, then linear to zero
     tr = Trainer(_cfg(root, tmp_path, run="wsd", scheduler="linear", anneal_minutes=10.0, decay_share=0.2,
-                      warmup_epochs=0.0, warmup_ratio=0.0, epochs=50))
+                      warmup_epochs=0.0, warmup_ratio=0.0, epochs=100_000))
     for progress, factor in [(0.0, 1.0), (0.5, 1.0), (0.8, 1.0), (0.9, 0.5), (1.0, 0.0), (1.3, 0.0)]:
         tr.anneal_progress = progress
         assert tr._scheduled_lr(5) == pytest.approx(factor), progress
@@ -311,6 +311,11 @@ def test_decay_share_holds_the_peak_rate_until_the_last_share_of_the_horizon(roo
     rows = [json.loads(x) for x in (Path(out["run_dir"]) / "metrics.jsonl").read_text().splitlines() if x.strip()]
     lrs = [r["lr"] for r in rows if r["type"] == "train"]
     assert lrs[:5] == pytest.approx([1e-3] * 5) and lrs[5:] == pytest.approx([8e-4, 6e-4, 4e-4, 2e-4, 0.0])
+    # a budget horizon the step cap ends first: the decay follows the steps, as without the budget
+    out = train(_cfg(root, tmp_path, run="wsd5", scheduler="linear", decay_share=0.5, warmup_epochs=0.0,
+                     warmup_ratio=0.0, max_steps=10, lr=1e-3, anneal_minutes=600.0))
+    rows = [json.loads(x) for x in (Path(out["run_dir"]) / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    assert [r["lr"] for r in rows if r["type"] == "train"] == pytest.approx(lrs)
     for share in (0.0, 1.5):
         with pytest.raises(ValueError, match="decay_share"):
             Trainer(_cfg(root, tmp_path, run="wsd3", scheduler="linear", decay_share=share))
