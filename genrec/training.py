@@ -923,7 +923,7 @@ class Trainer(Client):
         p = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
         if self.cfg.anneal_minutes > 0:
             # whichever horizon ends the run first, the budget clock or --epochs/--max-steps, ends the
-            # decay: a 60-minute decay under a 200-epoch cap that binds at 44 minutes never began
+            # decay: a 60-minute decay under a 200-epoch cap that binds at 46-48 minutes never began
             p = max(p, self.anneal_progress)
         share = self.cfg.decay_share
         q = min(1.0, max(0.0, (p - (1.0 - share)) / share))
