@@ -31,19 +31,19 @@ from genrec.data import DataError  # noqa: E402
 from genrec.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 logger = logging.getLogger("code_level_hits")
-EDGES = (1, 5, 15, 40)
-NAMES = ("0", "1-4", "5-14", "15-39", "40+")
 
 
 def level_hits(predictions: list[dict], codes: list[tuple[str, ...]], counts: np.ndarray, k: int) -> list[dict]:
     """One row per popularity bucket: users, prefix-hit share per level, hit share, mean siblings."""
+    from genrec.evaluate import POPULARITY_NAMES, popularity_bucket
+
     levels = len(codes[0])
     parent = Counter(c[:-1] for c in codes)
     rows: dict[int, dict] = {}
     for p in predictions:
         t = int(p["target"])
-        b = int(np.digitize(counts[t], EDGES))
-        row = rows.setdefault(b, {"target_train_count": NAMES[b], "users": 0, "siblings": 0.0,
+        b = popularity_bucket(counts[t])
+        row = rows.setdefault(b, {"target_train_count": POPULARITY_NAMES[b], "users": 0, "siblings": 0.0,
                                   **{f"L{lv}": 0.0 for lv in range(1, levels + 1)}})
         row["users"] += 1
         top = [codes[int(i)] for i in p["items"][:k]]

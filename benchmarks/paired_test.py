@@ -55,13 +55,12 @@ def user_scores(run: Path, dataset: str, data_root: str | None, checkpoint: str,
         ranks = [by_user[u][1] for u in users]
         own = None
     else:
-        from genrec.evaluate import EvalConfig, run_evaluation
+        from genrec.evaluate import EvalConfig, read_predictions, run_evaluation
 
         cfg = EvalConfig(ckpt=str(run), dataset=dataset, task="seqrec", checkpoint=checkpoint, data_root=data_root,
                          num_threads=threads, progress=False, overwrite=True)
         record = run_evaluation(cfg)
-        preds = Path(record["files"][1])
-        rows = [json.loads(line) for line in preds.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = read_predictions(record["files"][1])
         users = [int(r["user_index"]) for r in rows]
         targets = {int(r["user_index"]): int(r["target"]) for r in rows}
         ranks = [int(r["rank"]) for r in rows]
@@ -81,20 +80,16 @@ def compare(a: dict[int, float], b: dict[int, float], seed: int) -> dict:
     return paired_comparison(va, vb, seed=seed)
 
 
-POPULARITY_EDGES = (1, 5, 15, 40)  # a target's training interactions: 0, 1-4, 5-14, 15-39, 40+
-
-
 def popularity_breakdown(a: dict[int, float], b: dict[int, float], targets: dict[int, int], dataset: str,
                          data_root: str | None) -> list[dict]:
     """Mean NDCG@10 of each side per bucket of the target's count among the training interactions."""
     from genrec.baselines.cli import open_dataset
-    from genrec.evaluate import training_counts
+    from genrec.evaluate import POPULARITY_NAMES, popularity_bucket, training_counts
 
     counts = training_counts(open_dataset(data_root or "data", dataset))
-    names = ["0", "1-4", "5-14", "15-39", "40+"]
-    bucket = {u: int(np.digitize(counts[t], POPULARITY_EDGES)) for u, t in targets.items()}
+    bucket = {u: popularity_bucket(counts[t]) for u, t in targets.items()}
     out = []
-    for i, name in enumerate(names):
+    for i, name in enumerate(POPULARITY_NAMES):
         users = [u for u in targets if bucket[u] == i]
         if users:
             out.append({"target_train_count": name, "users": len(users), "mean_a": float(np.mean([a[u] for u in users])),

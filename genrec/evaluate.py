@@ -108,6 +108,16 @@ def training_counts(ds) -> np.ndarray:
     return counts
 
 
+# buckets of an item's training interactions, for breakdowns by popularity: 0, 1-4, 5-14, 15-39, 40+
+POPULARITY_EDGES = (1, 5, 15, 40)
+POPULARITY_NAMES = ("0", "1-4", "5-14", "15-39", "40+")
+
+
+def popularity_bucket(count: int) -> int:
+    """Index into ``POPULARITY_NAMES`` of an item with ``count`` training interactions."""
+    return int(np.digitize(count, POPULARITY_EDGES))
+
+
 def check_eval_config(cfg: "EvalConfig") -> None:
     """Every numeric flag in range (a negative batch size used to decode nothing and score 0)."""
     if cfg.split not in ("test", "valid"):
