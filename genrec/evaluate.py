@@ -249,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from genrec.utils.cli_args import given_flags
+    from genrec.utils.distributed import end_process_group
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -261,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ValueError, FileNotFoundError) as e:
         print(f"genrec.evaluate: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        end_process_group()
     if "files" in record:
         name = f"{record['dataset']} {record['task']} ({record['split']}, {record['users']} users)"
         print(format_table({name: record["metrics"]}, ks=DEFAULT_KS))

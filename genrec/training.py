@@ -1040,6 +1040,8 @@ def cli_main(mode: str, argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from transformers.utils import logging as hf_logging
 
+    from genrec.utils.distributed import end_process_group
+
     hf_logging.disable_progress_bar()  # save_pretrained's per-shard bar
     try:
         cfg, resume = config_from_args(mode, ns)
@@ -1048,6 +1050,8 @@ def cli_main(mode: str, argv: Sequence[str] | None = None) -> int:
         if is_main:
             print(f"genrec.{mode}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        end_process_group()
     if is_main:
         print(json.dumps(result))
     return 0

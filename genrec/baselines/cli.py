@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from genrec.baselines.registry import MODEL_DEFAULTS, MODELS, check_overrides
+    from genrec.utils.distributed import end_process_group
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -140,13 +141,15 @@ def main(argv: list[str] | None = None) -> int:
         check_overrides(args.set, [args.model])
         dataset = open_dataset(args.data_root, args.dataset)
         result = _train_one(args, dataset, MODELS)
+        from accelerate import PartialState
+
+        if PartialState().is_main_process:
+            print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=1))
     except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
-        print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=1))
+    finally:
+        end_process_group()
     return 0
 
 
