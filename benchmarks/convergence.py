@@ -274,6 +274,17 @@ def _append_point(stem: Path, point: dict[str, Any], mine: dict[str, Any]) -> di
     return results
 
 
+def _cap_note(point: dict[str, Any]) -> str:
+    """Flags a point whose run an epoch or step cap ended before its budget: it measures fewer
+    CPU-minutes than its column says, and a budget-long decay ended at the cap, not the budget."""
+    used = point.get("train_cpu_seconds")
+    if point.get("stop_reason") not in ("epochs", "max_steps") or used is None:
+        return ""
+    if used >= 0.98 * 60 * point["budget_minutes"]:
+        return ""
+    return f" ({point['stop_reason']} cap at {used / 60:.1f} min)"
+
+
 def write_outputs(results: dict[str, Any], stem: Path) -> None:
     atomic_write_json(_output(stem, ".json"), results, indent=1)
     points = results["points"]
@@ -296,7 +307,7 @@ def write_outputs(results: dict[str, Any], stem: Path) -> None:
                     continue
                 s = table.get(("sasrec", b))
                 ratio = f" ({p['test_NDCG@10'] / s['test_NDCG@10']:.2f}x)" if s and m != "sasrec" and s["test_NDCG@10"] else ""
-                cells.append(f"{p['test_NDCG@10']:.4f}{ratio}")
+                cells.append(f"{p['test_NDCG@10']:.4f}{ratio}{_cap_note(p)}")
             last = table.get((m, max(b for (mm, b) in table if mm == m)))
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {last.get('stop_reason', '')} |")
         lines.append("")

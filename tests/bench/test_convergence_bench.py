@@ -54,6 +54,20 @@ def test_curve_points_come_from_one_resumed_run_and_a_rerun_skips_them(synthetic
     assert len(json.loads((out.parent / "convergence_dropout0.15.json").read_text())["points"]) == 4
 
 
+def test_a_point_an_epoch_cap_ended_early_is_flagged(tmp_path):
+    """A run the epoch cap stopped before its budget is not a measurement of that budget."""
+    conv = load_benchmark("convergence")
+    base = {"dataset": "D", "model": "genrec+x", "test_NDCG@10": 0.05}
+    points = [{**base, "budget_minutes": 30.0, "stop_reason": "budget", "train_cpu_seconds": 1801.0},
+              {**base, "budget_minutes": 60.0, "stop_reason": "epochs", "train_cpu_seconds": 2894.0},
+              {**base, "model": "genrec+y", "budget_minutes": 60.0, "stop_reason": "epochs", "train_cpu_seconds": 3599.0}]
+    conv.write_outputs({"points": points, "commands": []}, tmp_path / "c")
+    rows = {line.split(" | ")[0]: line for line in (tmp_path / "c.md").read_text().splitlines()
+            if line.startswith("| genrec")}
+    assert "0.0500 (epochs cap at 48.2 min)" in rows["| genrec+x"] and rows["| genrec+x"].count("cap at") == 1
+    assert "cap at" not in rows["| genrec+y"]  # the cap and the budget ended it together
+
+
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     conv = load_benchmark("convergence")
     assert conv.main(["--datasets", "X", "--models", "genrec-nope", "--out", str(tmp_path / "c")]) == 2
