@@ -162,9 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         table += ["By the test target's count among the training interactions (each side's runs averaged per user):",
                   "", "| target's training count | users | A | B | A / B |", "|---|---|---|---|---|",
                   *(f"| {r['target_train_count']} | {r['users']} | {r['mean_a']:.4f} | {r['mean_b']:.4f} | "
-                    f"{r['mean_a'] / r['mean_b']:.2f} |" if r["mean_b"] > 0 else
-                    f"| {r['target_train_count']} | {r['users']} | {r['mean_a']:.4f} | {r['mean_b']:.4f} | - |"
-                    for r in buckets), ""]
+                    + (f"{r['mean_a'] / r['mean_b']:.2f}" if r["mean_b"] > 0 else "-") + " |" for r in buckets), ""]
     atomic_write_text(out.with_suffix(".md"), "\n".join(table))
     print("\n".join(table))
     return 0

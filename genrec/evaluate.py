@@ -101,11 +101,11 @@ def check_replaceable(path: Path, record: dict[str, Any], overwrite: bool) -> No
 
 
 def training_counts(ds) -> np.ndarray:
-    """Each item's interactions in the training part of the leave-one-out split (all but each user's last two)."""
-    counts = np.zeros(ds.num_items, dtype=np.int64)
-    for seq in ds.sequences:
-        np.add.at(counts, np.asarray(seq[:-2], dtype=np.int64), 1)
-    return counts
+    """Each item's interactions in the training part of the leave-one-out split, as int64 (the
+    popularity baseline's counts)."""
+    from genrec.data import popularity_counts, training_sequences
+
+    return popularity_counts(training_sequences(ds.sequences), ds.num_items).numpy().astype(np.int64)
 
 
 # buckets of an item's training interactions, for breakdowns by popularity: 0, 1-4, 5-14, 15-39, 40+
