@@ -93,6 +93,7 @@ class GenRecEntryConfig:
     group_by_length: bool = False   # batches of similar history lengths (less padding, less random batches)
     item_embeddings: bool = False   # a learned input embedding per item on top of its pooled code embeddings
     item_dropout: float = 0.0       # with item_embeddings: share of training history items shown without theirs
+    history_dropout: float = 0.0    # pooled inputs: share of training history items hidden from the encoder
     patience: int = 10              # stop after N validations without improvement (0: only the budget stops it)
 
 
@@ -150,6 +151,7 @@ def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minu
         scheduler=cfg.scheduler, anneal_minutes=horizon, decay_share=cfg.decay_share, warmup_ratio=0.0,
         warmup_epochs=cfg.warmup_epochs, select_metric=cfg.select_metric,
         group_by_length=cfg.group_by_length, item_embeddings=cfg.item_embeddings, item_dropout=cfg.item_dropout,
+        history_dropout=cfg.history_dropout,
         patience=cfg.patience, eval_every_epochs=cfg.eval_every_epochs)
 
 

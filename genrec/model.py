@@ -136,6 +136,9 @@ class GenRecT5(T5ForConditionalGeneration):
         n_items = int(getattr(config, "genrec_item_embeddings", 0) or 0)
         self.item_embed = None
         self.item_dropout = float(getattr(config, "genrec_item_dropout", 0.0) or 0.0)
+        self.history_dropout = float(getattr(config, "genrec_history_dropout", 0.0) or 0.0)
+        if self.history_dropout and (self.item_inputs != "pooled" or self.causal_encoder):
+            raise ValueError("history dropout needs pooled item inputs and a non-causal encoder")
         if n_items:
             if self.item_inputs != "pooled":
                 raise ValueError("item embeddings need pooled item inputs (genrec_item_inputs='pooled')")
@@ -214,6 +217,12 @@ class GenRecT5(T5ForConditionalGeneration):
                 row = torch.where(torch.rand(row.shape, device=row.device) < self.item_dropout, 0, row)
             out = out + self.item_embed(row) * is_item.unsqueeze(-1).to(out.dtype)
         mask = (cnt.view(B, P + 1)[:, :P] > 0).to(attention_mask.dtype)
+        if self.training and self.history_dropout > 0:
+            # a data augmentation, not noise on activations: the encoder sees a random sub-history of
+            # the user; an input whose items would all be dropped keeps them all
+            drop = is_item & (torch.rand(is_item.shape, device=is_item.device) < self.history_dropout)
+            drop &= (is_item & ~drop).any(dim=1, keepdim=True)
+            mask = mask * (~drop).to(mask.dtype)
         return out, mask
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

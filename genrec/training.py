@@ -94,6 +94,9 @@ class TrainConfig:
         "also give every item a learned input embedding of its own, added to its pooled position (needs --item-inputs pooled)"))
     item_dropout: float = field(default=0.0, metadata=_help(
         "with --item-embeddings: probability that a training history item uses the shared unknown-item vector instead of its own"))
+    history_dropout: float = field(default=0.0, metadata=_help(
+        "with pooled inputs: probability that a training history item is hidden from the encoder (a random "
+        "sub-history per example; an input keeps at least one item); 0 = off"))
     dropout: float | None = field(default=None, metadata=_help("override the model's dropout rate"))
     dropout_free_minutes: float = field(default=0.0, metadata=_help(
         "train without dropout for the first M minutes on the budget clock, then with the model's rate "
@@ -262,6 +265,11 @@ def check_config(cfg: TrainConfig) -> None:
         check_prefix_tasks(cfg.tasks)
     if not 0.0 <= cfg.item_dropout < 1.0:
         raise ValueError(f"--item-dropout must be in [0, 1), got {cfg.item_dropout}")
+    if not 0.0 <= cfg.history_dropout < 1.0:
+        raise ValueError(f"--history-dropout must be in [0, 1), got {cfg.history_dropout}")
+    if cfg.history_dropout and (cfg.item_inputs != "pooled" or cfg.prefix_training):
+        raise ValueError("--history-dropout needs --item-inputs pooled without --prefix-training "
+                         "(it hides whole items from a non-causal item encoder)")
     if cfg.item_embeddings and cfg.item_inputs != "pooled":
         raise ValueError("--item-embeddings needs --item-inputs pooled (the embedding is added to an item's pooled position)")
     if cfg.init is None:
@@ -634,6 +642,10 @@ class Trainer(Client):
             model.config.genrec_item_dropout = model.item_dropout = cfg.item_dropout
         elif cfg.item_dropout:
             raise ValueError("--item-dropout needs a model with item embeddings (--item-embeddings)")
+        # a training choice, like dropout: this run's value wins over an --init model's
+        if cfg.history_dropout and (model.item_inputs != "pooled" or model.causal_encoder):
+            raise ValueError("--history-dropout needs a model with pooled item inputs and a non-causal encoder")
+        model.config.genrec_history_dropout = model.history_dropout = cfg.history_dropout
         if cfg.dropout is not None:
             model.config.dropout_rate = cfg.dropout
             for m in model.modules():

@@ -388,6 +388,29 @@ def test_item_embeddings_reach_their_items_only_and_survive_save_and_load(tok, t
     assert 0.35 < (dropped != 0).float().mean().item() < 0.65
 
 
+def test_history_dropout_hides_whole_items_in_training_only(tok):
+    a, b = ("<a_1>", "<b_2>", "<c_3>", "<d_4>"), ("<a_2>", "<b_1>", "<c_3>", "<d_4>")
+    model = build_model("tiny", tok, objective="constrained", item_inputs="pooled")
+    ids, mask = pad_sources([tok.convert_tokens_to_ids(["<task_seqrec>", *(a + b) * 100]) + [tok.eos_token_id],
+                             tok.convert_tokens_to_ids(["<task_item2image>", *a]) + [tok.eos_token_id]])
+    full_emb, full_mask = model.eval().pool_inputs(ids, mask)
+    model.history_dropout = 0.3
+    assert torch.equal(model.pool_inputs(ids, mask)[1], full_mask)  # off in evaluation
+    torch.manual_seed(0)
+    emb, kept = model.train().pool_inputs(ids, mask)
+    torch.testing.assert_close(emb, full_emb)  # an item is hidden, never altered
+    items = kept[0, 1:201]
+    assert 0.6 < items.float().mean().item() < 0.8  # about 70% of a long history stays
+    assert kept[0, 0] == 1 and kept[0, 201] == 1  # the task token and </s> are never hidden
+    assert torch.equal(kept[1], full_mask[1])  # a one-item input keeps its item
+    for _ in range(20):
+        one = model.pool_inputs(*pad_sources([tok.convert_tokens_to_ids(["<task_seqrec>", *a, *b]) + [tok.eos_token_id]]))[1]
+        assert one[0, 1:3].sum() >= 1
+    model.config.genrec_causal_encoder = True
+    with pytest.raises(ValueError, match="non-causal encoder"):
+        type(model)(model.config.__class__(**{**model.config.to_dict(), "genrec_history_dropout": 0.2}))
+
+
 def test_item_embeddings_need_pooled_inputs_and_distinct_codes(tok):
     from genrec.tokenizer import code_token_ids
 

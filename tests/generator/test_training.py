@@ -601,6 +601,19 @@ def test_prefix_training_trains_and_is_refused_where_it_cannot_work(root, tmp_pa
     _bad(capsys, base + ["--tasks", "seqrec,fusionseqrec", "--item-inputs", "pooled"], "drop fusionseqrec")
 
 
+def test_history_dropout_trains_and_is_refused_where_it_cannot_work(root, tmp_path, capsys):
+    from genrec.model import load_model
+
+    out = train(_cfg(root, tmp_path, run="hd", epochs=1, item_inputs="pooled", history_dropout=0.3,
+                     objective="constrained"))
+    assert out["stop_reason"] == "epochs" and np.isfinite(out["train_loss"])
+    assert load_model(tmp_path / "log" / "hd" / "best").config.genrec_history_dropout == 0.3
+    base = _args(_cli_base(root, tmp_path)) + ["--max-steps", "1", "--dataset", "Synthetic", "--tasks", "seqrec"]
+    _bad(capsys, base + ["--history-dropout", "0.2"], "needs --item-inputs pooled")
+    _bad(capsys, base + ["--item-inputs", "pooled", "--history-dropout", "1"], "must be in [0, 1)")
+    _bad(capsys, base + ["--item-inputs", "pooled", "--prefix-training", "--history-dropout", "0.2"], "without --prefix-training")
+
+
 def test_item_embeddings_train_and_are_refused_where_they_cannot_work(root, tmp_path, capsys):
     from genrec.model import load_model
 
