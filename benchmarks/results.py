@@ -247,19 +247,26 @@ def main(argv: list[str] | None = None) -> int:
         results = json.loads((out / "results.json").read_text())
     if command not in results["commands"]:
         results["commands"].append(command)
-    results["budget_minutes"] = args.budget_minutes
-    results["environment"] = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "device": "cuda" if torch.cuda.is_available() and not getattr(args, "cpu", False) else "cpu",
+    header = {
+        "budget_minutes": args.budget_minutes,
+        "environment": {
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "device": "cuda" if torch.cuda.is_available() and not getattr(args, "cpu", False) else "cpu",
+        },
     }
     results["published"] = {ds: dict(rows) for ds, rows in PUBLISHED.items()}
     if args.from_convergence:
+        # an import trains nothing here: the file keeps its own budget and machine line, and each imported
+        # row states its budget in its budget column
+        for key, value in header.items():
+            results.setdefault(key, value)
         added = import_convergence(results, Path(args.from_convergence), args.budget_minutes, args.datasets, command,
                                    args.suffix)
         write_outputs(results, out)
         print(render_markdown(results))
         return 0 if added else 2
+    results.update(header)
     failures = 0
     for ds in args.datasets:
         try:

@@ -86,3 +86,12 @@ def test_convergence_points_become_rows_under_their_budget_and_suffix(bench, tmp
     assert list(runs) == ["genrec+constrained+pooled (convergence run, 30 CPU-min) (LETTER codes)"]  # sasrec is no genrec point
     row = next(iter(runs.values()))
     assert row["NDCG@10"] == 0.05 and row["train_config"] == {"budget_minutes": "30 CPU"}
+    # merged into a file of 8-minute runs, the import keeps that file's budget and machine line
+    existing = json.loads((out / "results.json").read_text())
+    existing["budget_minutes"], existing["environment"]["machine"] = 8.0, "the machine of the 8-minute runs"
+    (out / "results.json").write_text(json.dumps(existing))
+    assert bench.main(argv[:-2] + ["--merge", "--suffix", " (seed 1)"]) == 0
+    merged = json.loads((out / "results.json").read_text())
+    assert merged["budget_minutes"] == 8.0 and len(merged["runs"]["Scientific"]) == 2
+    md = (out / "results.md").read_text()
+    assert "Budget: 8.0 min of training" in md and "the machine of the 8-minute runs" in md
