@@ -28,7 +28,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from genrec.data import DataError  # noqa: E402
-from genrec.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
+from genrec.utils.io import atomic_write_json, atomic_write_text, output_stem, stem_file  # noqa: E402
 
 logger = logging.getLogger("code_level_hits")
 
@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("%s", e)
         return 2
     command = "python benchmarks/code_level_hits.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    out = Path(args.out)
-    atomic_write_json(out.with_suffix(".json"), {"dataset": args.dataset, "run": args.run, "k": args.k,
+    out = output_stem(args.out)
+    atomic_write_json(stem_file(out, ".json"), {"dataset": args.dataset, "run": args.run, "k": args.k,
                                                  "command": command, "rows": rows}, indent=1)
     levels = [key for key in rows[0] if key.startswith("L")] if rows else []
     table = [f"# Code-level hits in the top {args.k}, {args.dataset}", "", f"`{command}`", "",
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
              "|---|---|" + "---|" * (len(levels) + 1),
              *(f"| {r['target_train_count']} | {r['users']} | " + " | ".join(f"{r[lv]:.3f}" for lv in levels)
                + f" | {r['siblings']:.2f} |" for r in rows), ""]
-    atomic_write_text(out.with_suffix(".md"), "\n".join(table))
+    atomic_write_text(stem_file(out, ".md"), "\n".join(table))
     print("\n".join(table))
     return 0
 

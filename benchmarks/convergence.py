@@ -34,7 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from genrec.utils.io import atomic_output, atomic_write_json, atomic_write_text  # noqa: E402
+from genrec.utils.io import (  # noqa: E402
+    atomic_output, atomic_write_json, atomic_write_text, output_stem, stem_file)
 
 logger = logging.getLogger("convergence")
 
@@ -251,20 +252,14 @@ def _dataset_paths(flag: str, items: list[str]) -> dict[str, str]:
     return out
 
 
-def _output(stem: Path, ext: str) -> Path:
-    """``<stem><ext>``: appended, not ``with_suffix``, which would cut a stem like ``..._dropout0.15_Scientific``
-    at its dot (two such runs once shared one file and skipped each other's points)."""
-    return stem.with_name(stem.name + ext)
-
-
 def _append_point(stem: Path, point: dict[str, Any], mine: dict[str, Any]) -> dict[str, Any]:
     """Add a point under a file lock, re-reading the file first: two runs of this script may share it."""
     import fcntl
 
     stem.parent.mkdir(parents=True, exist_ok=True)
-    with open(_output(stem, ".lock"), "w") as lock:
+    with open(stem_file(stem, ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        results = _load(_output(stem, ".json"))
+        results = _load(stem_file(stem, ".json"))
         for c in mine.get("commands", []):
             if c not in results.setdefault("commands", []):
                 results["commands"].append(c)
@@ -286,7 +281,7 @@ def _cap_note(point: dict[str, Any]) -> str:
 
 
 def write_outputs(results: dict[str, Any], stem: Path) -> None:
-    atomic_write_json(_output(stem, ".json"), results, indent=1)
+    atomic_write_json(stem_file(stem, ".json"), results, indent=1)
     points = results["points"]
     lines = ["# Convergence: test NDCG@10 against training CPU-minutes (full ranking, leave-one-out)", "",
              "Produced by:", ""] + [f"    {c}" for c in results.get("commands", [])] + [
@@ -311,7 +306,7 @@ def write_outputs(results: dict[str, Any], stem: Path) -> None:
             last = table.get((m, max(b for (mm, b) in table if mm == m)))
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {last.get('stop_reason', '')} |")
         lines.append("")
-    atomic_write_text(_output(stem, ".md"), "\n".join(lines) + "\n")
+    atomic_write_text(stem_file(stem, ".md"), "\n".join(lines) + "\n")
     try:
         import matplotlib
 
@@ -332,7 +327,7 @@ def write_outputs(results: dict[str, Any], stem: Path) -> None:
         ax.set_ylabel("test NDCG@10")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_output(_output(stem, ".png"), suffix=".png") as tmp:
+    with atomic_output(stem_file(stem, ".png"), suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
 
@@ -401,10 +396,8 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
     except ValueError as e:
         print(f"convergence: error: {e}", file=sys.stderr)
         return 2
-    stem = Path(args.out)
-    if stem.suffix in (".json", ".md", ".png"):  # a file name given for the stem
-        stem = stem.with_suffix("")
-    results = _load(_output(stem, ".json"))
+    stem = output_stem(args.out)
+    results = _load(stem_file(stem, ".json"))
     command = "python benchmarks/convergence.py " + " ".join(sys.argv[1:] if argv is None else argv)
     results.setdefault("commands", [])
     if command not in results["commands"]:

@@ -30,7 +30,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from genrec.data import DataError  # noqa: E402
-from genrec.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
+from genrec.utils.io import atomic_write_json, atomic_write_text, output_stem, stem_file  # noqa: E402
 
 logger = logging.getLogger("paired_test")
 
@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("%s", e)
         return 2
     command = "python benchmarks/paired_test.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    out = Path(args.out)
-    atomic_write_json(out.with_suffix(".json"), {"dataset": args.dataset, "command": command, "metric": "NDCG@10",
+    out = output_stem(args.out)
+    atomic_write_json(stem_file(out, ".json"), {"dataset": args.dataset, "command": command, "metric": "NDCG@10",
                                                  "rows": rows, "popularity_breakdown": buckets}, indent=1)
     table = [f"# Paired test, {args.dataset}, test NDCG@10 per user (A against B)", "", f"`{command}`", "",
              "Intervals: 95% percentile bootstrap over users (10,000 resamples).", "",
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                   "", "| target's training count | users | A | B | A / B |", "|---|---|---|---|---|",
                   *(f"| {r['target_train_count']} | {r['users']} | {r['mean_a']:.4f} | {r['mean_b']:.4f} | "
                     + (f"{r['mean_a'] / r['mean_b']:.2f}" if r["mean_b"] > 0 else "-") + " |" for r in buckets), ""]
-    atomic_write_text(out.with_suffix(".md"), "\n".join(table))
+    atomic_write_text(stem_file(out, ".md"), "\n".join(table))
     print("\n".join(table))
     return 0
 

@@ -12,6 +12,22 @@ from typing import Any, Iterator
 import numpy as np
 
 
+OUTPUT_EXTENSIONS = (".json", ".md", ".png")
+
+
+def output_stem(value: str | os.PathLike) -> Path:
+    """A benchmark's ``--out`` stem; a file name given instead (``x.json``, ``x.md``, ``x.png``) is cut to its stem."""
+    stem = Path(value)
+    return stem.with_suffix("") if stem.suffix in OUTPUT_EXTENSIONS else stem
+
+
+def stem_file(stem: str | os.PathLike, ext: str) -> Path:
+    """``<stem><ext>``, appended: ``with_suffix`` would cut a stem such as ``..._dropout0.2`` at its dot
+    (two runs once shared one file that way, and a result went out under a shorter name)."""
+    stem = Path(stem)
+    return stem.with_name(stem.name + ext)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.

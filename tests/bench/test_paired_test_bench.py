@@ -39,8 +39,8 @@ def test_paired_test_reads_each_runs_own_ranking(synthetic_root, tmp_path):
         assert sum(b[side] * b["users"] for b in buckets) / pair["users"] == pytest.approx(pair[side])
     # a run against itself: no difference at all
     assert bench.main(["--dataset", "Synthetic", "--data-root", str(data), "--a", str(sas), "--b", str(sas),
-                       "--out", str(tmp_path / "self")]) == 0
-    (row,) = json.loads((tmp_path / "self.json").read_text())["rows"]
+                       "--out", str(tmp_path / "self_dropout0.2")]) == 0  # a dot in the stem is kept
+    (row,) = json.loads((tmp_path / "self_dropout0.2.json").read_text())["rows"]
     assert (row["diff"], row["diff_low"], row["diff_high"], row["t_pvalue"]) == (0, 0, 0, 1)
 
 

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from genrec.utils.io import atomic_dir, atomic_output, atomic_save_npy, atomic_write_json
+from genrec.utils.io import atomic_dir, atomic_output, atomic_save_npy, atomic_write_json, output_stem, stem_file
 
 
 def test_atomic_npy_roundtrip_leaves_no_temp_files(tmp_path):
@@ -37,3 +37,10 @@ def test_atomic_dir_replaces_whole_directory(tmp_path):
         (d / "b").write_text("3")
     assert sorted(p.name for p in target.iterdir()) == ["b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_output_stems_keep_their_dots(tmp_path):
+    stem = output_stem(tmp_path / "paired_Scientific_dropout0.2")
+    assert stem.name == "paired_Scientific_dropout0.2"
+    assert stem_file(stem, ".json").name == "paired_Scientific_dropout0.2.json"
+    assert output_stem("x/run_lr1e-3.md") == output_stem("x/run_lr1e-3.json") == output_stem("x/run_lr1e-3")
