@@ -136,9 +136,7 @@ class GenRecT5(T5ForConditionalGeneration):
         n_items = int(getattr(config, "genrec_item_embeddings", 0) or 0)
         self.item_embed = None
         self.item_dropout = float(getattr(config, "genrec_item_dropout", 0.0) or 0.0)
-        self.history_dropout = float(getattr(config, "genrec_history_dropout", 0.0) or 0.0)
-        if self.history_dropout and (self.item_inputs != "pooled" or self.causal_encoder):
-            raise ValueError("history dropout needs pooled item inputs and a non-causal encoder")
+        self.set_history_dropout(float(getattr(config, "genrec_history_dropout", 0.0) or 0.0))
         if n_items:
             if self.item_inputs != "pooled":
                 raise ValueError("item embeddings need pooled item inputs (genrec_item_inputs='pooled')")
@@ -146,6 +144,12 @@ class GenRecT5(T5ForConditionalGeneration):
             self.item_embed = torch.nn.Embedding(n_items + 1, config.d_model)
             self.item_embed.weight.data.zero_()
             self.register_buffer("item_keys", torch.zeros(n_items, dtype=torch.long))
+
+    def set_history_dropout(self, p: float) -> None:
+        """Hide each training history item from the encoder with probability ``p`` (recorded in the config)."""
+        if p and (self.item_inputs != "pooled" or self.causal_encoder):
+            raise ValueError("history dropout needs pooled item inputs and a non-causal encoder")
+        self.history_dropout = self.config.genrec_history_dropout = p
 
     def _init_weights(self, module):
         super()._init_weights(module)

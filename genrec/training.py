@@ -642,10 +642,7 @@ class Trainer(Client):
             model.config.genrec_item_dropout = model.item_dropout = cfg.item_dropout
         elif cfg.item_dropout:
             raise ValueError("--item-dropout needs a model with item embeddings (--item-embeddings)")
-        # a training choice, like dropout: this run's value wins over an --init model's
-        if cfg.history_dropout and (model.item_inputs != "pooled" or model.causal_encoder):
-            raise ValueError("--history-dropout needs a model with pooled item inputs and a non-causal encoder")
-        model.config.genrec_history_dropout = model.history_dropout = cfg.history_dropout
+        model.set_history_dropout(cfg.history_dropout)  # a training choice, like dropout: this run's value wins
         if cfg.dropout is not None:
             model.config.dropout_rate = cfg.dropout
             for m in model.modules():
