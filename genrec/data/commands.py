@@ -11,5 +11,5 @@ import importlib
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    for module in ("genrec.data.prepare", "genrec.data.synthetic", "genrec.data.p5_titles"):
+    for module in ("genrec.data.prepare", "genrec.data.synthetic", "genrec.data.p5_titles", "genrec.data.node_codes"):
         importlib.import_module(module).add_command(sub)
