@@ -142,6 +142,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "genrec+constrained+pooled+grouped+wsd": {"objective": "constrained", "item_inputs": "pooled",
                                               "group_by_length": True, "scheduler": "linear", "anneal": "budget",
                                               "decay_share": 0.2, "patience": 0},
+    # the `budget` recipe (genrec/configs/budget.toml): +grouped+wsd without validation, plus history dropout .2
+    "genrec+budget": {"recipe": "budget"},
     # finetune from a cross-domain pretraining run (needs --pretrained DATASET=RUN; same codes as that run)
     "genrec+constrained+pooled+pretrain": {"objective": "constrained", "item_inputs": "pooled", "prefix_training": False,
                                            "pretrain": True},

@@ -139,6 +139,9 @@ def genrec_train_config(dataset: RecDataset, cfg: GenRecEntryConfig, budget_minu
             from genrec.prefix_training import PREFIX_TASKS
 
             tasks = [t for t in tasks if t in PREFIX_TASKS]
+        if recipe.get("anneal_to_budget") and anneal_minutes:
+            # a run resumed from budget to budget decays over the last budget, not over this call's
+            recipe = {**recipe, "anneal_to_budget": False, "anneal_minutes": anneal_minutes}
         keep = [t for t in recipe.get("tasks", tasks) if t in tasks]
         return default_config("finetune", **{**recipe, **common, "tasks": keep or tasks,
                                              "epochs": epochs or recipe.get("epochs", 200)})

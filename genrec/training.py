@@ -136,6 +136,9 @@ class TrainConfig:
     anneal_minutes: float = field(default=0.0, metadata=_help(
         "lay the cosine/linear decay over this many minutes of --budget-clock instead of over "
         "--epochs/--max-steps (0 = over steps); set it to the time budget to end the budget at the lowest rate"))
+    anneal_to_budget: bool = field(default=False, metadata=_help(
+        "lay the cosine/linear decay over --time-budget-minutes (a resumed run with a larger budget decays "
+        "over the new one); needs a time budget, and is --anneal-minutes set to the budget"))
     decay_share: float = field(default=1.0, metadata=_help(
         "share of the decay horizon, at its end, over which the cosine/linear decay runs; the rate stays at "
         "--lr before it (1 = the whole horizon; 0.2 = warmup-stable-decay)"))
@@ -234,6 +237,14 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"anneal_minutes must not be negative, got {cfg.anneal_minutes}")
     if cfg.anneal_minutes > 0 and cfg.scheduler == "constant":
         raise ValueError("anneal_minutes lays out a decay, but the scheduler is constant; choose cosine or linear")
+    if cfg.anneal_to_budget:
+        if cfg.time_budget_minutes <= 0:
+            raise ValueError("anneal_to_budget lays the decay over the time budget, but none is set; "
+                             "give --time-budget-minutes")
+        if cfg.anneal_minutes > 0:
+            raise ValueError("anneal_to_budget and anneal_minutes both set the decay's horizon; give one")
+        if cfg.scheduler == "constant":
+            raise ValueError("anneal_to_budget lays out a decay, but the scheduler is constant; choose cosine or linear")
     if not 0 < cfg.decay_share <= 1:
         raise ValueError(f"decay_share must be in (0, 1], got {cfg.decay_share}")
     if cfg.decay_share < 1 and cfg.scheduler == "constant":
@@ -518,7 +529,7 @@ class Trainer(Client):
         # of our steps is already a whole global batch.
         # share of --anneal-minutes used so far, kept current by the training loop
         self.anneal_progress = 0.0
-        if cfg.anneal_minutes > 0 or cfg.decay_share < 1:
+        if self.anneal_minutes > 0 or cfg.decay_share < 1:
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: self._scheduled_lr(step))
         else:
             self.scheduler = get_scheduler(SCHEDULERS[cfg.scheduler], self.optimizer,
@@ -546,7 +557,7 @@ class Trainer(Client):
         self.engine = Engine(self, loop, self.run_dir, steps_per_epoch=self.steps_per_epoch, accelerator=self.acc)
         if resume:
             self.engine.resume()
-            if cfg.anneal_minutes > 0:
+            if self.anneal_minutes > 0:
                 self._update_anneal_progress()
         elif self.main:
             self.engine.start_fresh()
@@ -863,7 +874,7 @@ class Trainer(Client):
         return StepOutput(loss_sum, self.trainset.target_tokens(idx, choice), len(idx), grad_norm)
 
     def on_step_end(self, state: LoopState) -> None:
-        if self.cfg.anneal_minutes > 0:
+        if self.anneal_minutes > 0:
             self._update_anneal_progress()
         if self.cfg.dropout_free_minutes > 0:
             self._set_dropout(state)
@@ -924,13 +935,18 @@ class Trainer(Client):
                 "select_metric": self.select, "train_seconds": st.train_seconds,
                 "train_cpu_seconds": st.train_cpu_seconds, "world_size": self.world}
 
+    @property
+    def anneal_minutes(self) -> float:
+        """The horizon of a decay that follows the budget clock (0: the decay follows the steps)."""
+        return self.cfg.time_budget_minutes if self.cfg.anneal_to_budget else self.cfg.anneal_minutes
+
     def _scheduled_lr(self, step: int) -> float:
         """Learning-rate factor of a decay that follows the clock (it then ends with the time budget,
         however many steps that budget holds) or that holds the peak rate before its last share."""
         if step < self.warmup_steps:
             return step / max(1, self.warmup_steps)
         p = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
-        if self.cfg.anneal_minutes > 0:
+        if self.anneal_minutes > 0:
             # whichever horizon ends the run first, the budget clock or --epochs/--max-steps, ends the
             # decay: a 60-minute decay under a 200-epoch cap that binds at 46-48 minutes never began
             p = max(p, self.anneal_progress)
@@ -940,7 +956,7 @@ class Trainer(Client):
 
     def _update_anneal_progress(self) -> None:
         # clocks differ between processes; one shared rate keeps the replicas equal
-        self.anneal_progress = self._budget_seconds(self.state) / (self.cfg.anneal_minutes * 60)
+        self.anneal_progress = self._budget_seconds(self.state) / (self.anneal_minutes * 60)
 
 
 @dataclass

@@ -143,6 +143,25 @@ def test_every_rung_trains_one_epoch_on_the_fixture(synthetic_root, tmp_path, mo
     assert saved["decay_share"] == conv.VARIANTS[model].get("decay_share", 1.0)
 
 
+def test_the_budget_recipe_rung_trains_one_epoch_and_decays_over_the_ladders_last_budget(synthetic_root, tmp_path):
+    import dataclasses
+
+    from benchmarks.genrec_entry import genrec_train_config
+    from genrec.training import train
+
+    conv = load_benchmark("convergence")
+    root, dataset = _rung_data(synthetic_root, tmp_path)
+    cfg = conv.variant_config(dataset, "genrec+budget", _rung_args(tmp_path), {})
+    assert cfg.recipe == "budget"
+    tcfg = genrec_train_config(dataset, cfg, 8.0, out_dir=tmp_path / "runs", run="r", epochs=1, threads=1,
+                               anneal_minutes=30.0)
+    assert tcfg.anneal_minutes == 30.0 and tcfg.history_dropout == 0.2 and tcfg.eval_every_epochs == 0
+    out = train(dataclasses.replace(tcfg, cache_dir="none", preset="tiny"))
+    assert out["stop_reason"] == "epochs"
+    saved = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())
+    assert saved["recipe"] == "budget" and saved["scheduler"] == "linear" and saved["group_by_length"]
+
+
 @pytest.mark.parametrize("model,scheduler", [("genrec+constrained+pooled+anneal+cfcodes", "cosine"),
                                              ("genrec+constrained+pooled+cfcodes", "constant")])
 def test_the_cfcodes_rungs_need_explicit_codes(synthetic_root, tmp_path, model, scheduler):

@@ -138,5 +138,11 @@ def test_anneal_budget_decays_over_the_budget_or_the_given_horizon(root, tmp_pat
         genrec_train_config(ds, cfg, 0.0, **kw)
     with pytest.raises(ValueError, match="not constant"):
         genrec_train_config(ds, GenRecEntryConfig(anneal="budget"), 8.0, **kw)
+    # the budget recipe decays over this call's budget, or over the last budget of a resumed ladder
+    budget = GenRecEntryConfig(recipe="budget")
+    alone = genrec_train_config(ds, budget, 8.0, **kw)
+    assert alone.anneal_to_budget and alone.time_budget_minutes == 8.0 and alone.history_dropout == 0.2
+    ladder = genrec_train_config(ds, budget, 8.0, anneal_minutes=30.0, **kw)
+    assert not ladder.anneal_to_budget and ladder.anneal_minutes == 30.0 and ladder.decay_share == 0.2
     with pytest.raises(ValueError, match="unknown anneal"):
         genrec_train_config(ds, GenRecEntryConfig(anneal="epochs"), 8.0, **kw)

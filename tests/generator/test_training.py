@@ -323,6 +323,26 @@ def test_decay_share_holds_the_peak_rate_until_the_last_share_of_the_horizon(roo
         Trainer(_cfg(root, tmp_path, run="wsd4", scheduler="constant", decay_share=0.2))
 
 
+def test_anneal_to_budget_decays_over_the_time_budget_and_needs_one(root, tmp_path, capsys):
+    tr = Trainer(_cfg(root, tmp_path, run="atb", scheduler="linear", anneal_to_budget=True, time_budget_minutes=10.0,
+                      decay_share=0.2, warmup_epochs=0.0, warmup_ratio=0.0, epochs=100_000))
+    assert tr.anneal_minutes == 10.0
+    for progress, factor in [(0.0, 1.0), (0.8, 1.0), (0.9, 0.5), (1.0, 0.0)]:
+        tr.anneal_progress = progress
+        assert tr._scheduled_lr(5) == pytest.approx(factor), progress
+    # the horizon is the budget of this invocation: a run resumed with a larger budget decays over the new one
+    assert Trainer(_cfg(root, tmp_path, run="atb-30", scheduler="linear", anneal_to_budget=True,
+                        time_budget_minutes=30.0, epochs=100_000)).anneal_minutes == 30.0
+    for kw, message in [({}, "none is set"), ({"time_budget_minutes": 5.0, "anneal_minutes": 5.0}, "give one"),
+                        ({"time_budget_minutes": 5.0, "scheduler": "constant"}, "scheduler is constant")]:
+        with pytest.raises(ValueError, match=message):
+            Trainer(_cfg(root, tmp_path, run="atb2", **{"scheduler": "linear", "anneal_to_budget": True, **kw}))
+    # the budget recipe carries it: from the command line, without a budget, a clear error before any work
+    _bad(capsys, ["--recipe", "budget", "--data-root", str(root), "--output-dir", str(tmp_path / "log"),
+                  "--run", "atb3"], "give --time-budget-minutes")
+    assert not (tmp_path / "log" / "atb3").exists()
+
+
 def test_early_stopping_counts_evaluations_without_improvement(root, tmp_path, monkeypatch):
     tr = Trainer(_cfg(root, tmp_path, run="es", patience=2, eval_every_steps=1, epochs=50))
     values = iter([3.0, 2.0, 2.5, 2.1, 1.0])
@@ -644,6 +664,8 @@ def test_every_task_trains_under_every_recipe(root, tmp_path, task, recipe):
     kw = {**load_recipe(recipe, "finetune"), "datasets": ["Synthetic"], "data_root": str(root), "preset": "tiny",
           "tasks": [task], "output_dir": str(tmp_path / "log"), "run": "t", "max_steps": 2, "batch_size": 64,
           "micro_batch_size": 64, "eval_every_epochs": 0, "num_threads": 1, "progress": False, "cache_dir": "none"}
+    if kw.get("anneal_to_budget"):  # a recipe that decays over the time budget needs one
+        kw["time_budget_minutes"] = 60.0
     out = train(default_config("finetune", **kw))
     assert out["step"] == 2 and np.isfinite(out["train_loss"])
     cfg = json.loads((tmp_path / "log" / "t" / "config.json").read_text())
