@@ -101,6 +101,11 @@ class TrainConfig:
     dropout_free_minutes: float = field(default=0.0, metadata=_help(
         "train without dropout for the first M minutes on the budget clock, then with the model's rate "
         "(no dropout learns fastest early, then overfits)"))
+    dropout_free_under_epochs: float = field(default=0.0, metadata=_help(
+        "train the first epoch without dropout, then estimate the epochs the run's horizon holds (the decay's "
+        "horizon, else the time budget) at that epoch's pace: below this many, keep dropout off for the whole run; "
+        "otherwise the model's rate from the second epoch on (no dropout wins when the budget covers few epochs "
+        "and overfits when it covers many); 0 = off"))
     label_smoothing: float = field(default=0.0, metadata=_help(
         "training loss only: mix each target token with the uniform distribution over the tokens the objective "
         "normalises over (the valid next tokens under constrained, the vocabulary under full); 0 = off"))
@@ -225,6 +230,14 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
     if cfg.dropout_free_minutes < 0:
         raise ValueError(f"dropout_free_minutes must be >= 0, got {cfg.dropout_free_minutes}")
+    if cfg.dropout_free_under_epochs < 0:
+        raise ValueError(f"dropout_free_under_epochs must be >= 0, got {cfg.dropout_free_under_epochs}")
+    if cfg.dropout_free_under_epochs > 0:
+        if cfg.dropout_free_minutes > 0:
+            raise ValueError("dropout_free_minutes and dropout_free_under_epochs both decide when dropout starts; give one")
+        if cfg.time_budget_minutes <= 0 and cfg.anneal_minutes <= 0:
+            raise ValueError("dropout_free_under_epochs compares the epochs a run's horizon holds, but the run has "
+                             "none; give --time-budget-minutes or --anneal-minutes")
     if not 0 <= cfg.label_smoothing < 1:
         raise ValueError(f"label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
     if not 0 <= cfg.ema_decay < 1:
@@ -529,6 +542,8 @@ class Trainer(Client):
         # of our steps is already a whole global batch.
         # share of --anneal-minutes used so far, kept current by the training loop
         self.anneal_progress = 0.0
+        # None: a dropout-free start has not decided yet; True/False: dropout runs / stays off
+        self._dropout_on: bool | None = None
         if self.anneal_minutes > 0 or cfg.decay_share < 1:
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: self._scheduled_lr(step))
         else:
@@ -880,8 +895,16 @@ class Trainer(Client):
             self._set_dropout(state)
 
     def on_epoch_start(self, epoch: int, state: LoopState) -> None:
-        if self.cfg.dropout_free_minutes > 0:
+        if self.cfg.dropout_free_minutes > 0 or self.cfg.dropout_free_under_epochs > 0:
             self._set_dropout(state)  # also right after a resume
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        # the epoch rule decides once, on the first epoch's pace, which a resume cannot measure again
+        return {"dropout_on": self._dropout_on} if self.cfg.dropout_free_under_epochs > 0 else {}
+
+    def check_resume(self, saved: dict[str, Any], folder: Path) -> None:
+        if self.cfg.dropout_free_under_epochs > 0:
+            self._apply_dropout(saved.get("dropout_on"))
 
     def _budget_seconds(self, state: LoopState) -> float:
         """Seconds on the budget clock; with several processes their mean, so every replica decides alike."""
@@ -890,10 +913,32 @@ class Trainer(Client):
             used = float(self.acc.reduce(torch.tensor([used], device=self.acc.device), reduction="mean").item())
         return used
 
+    @property
+    def horizon_minutes(self) -> float:
+        """The run's planned length on the budget clock: the decay's horizon, else the time budget (0: none)."""
+        return self.anneal_minutes or self.cfg.time_budget_minutes
+
+    def _dropout_wanted(self, state: LoopState) -> bool | None:
+        """Whether dropout runs from now on; None while the epoch rule has not decided (dropout stays off)."""
+        if self.cfg.dropout_free_minutes > 0:
+            return self._budget_seconds(state) >= self.cfg.dropout_free_minutes * 60
+        if state.epoch < 1:
+            return None
+        # the pace of the epochs so far, all of them without dropout, as the reference runs measured it
+        epochs = state.epoch / max(self._budget_seconds(state), 1e-9) * self.horizon_minutes * 60
+        on = epochs >= self.cfg.dropout_free_under_epochs
+        rate = float(self.acc.unwrap_model(self.model).config.dropout_rate)
+        logger.info("dropout: the %.4g-minute horizon holds about %.0f epochs at the first epoch's pace (%s %g): %s",
+                 self.horizon_minutes, epochs, ">=" if on else "<", self.cfg.dropout_free_under_epochs,
+                 f"dropout {rate:g} from here" if on else "no dropout for the whole run")
+        return on
+
     def _set_dropout(self, state: LoopState) -> None:
-        if getattr(self, "_dropout_on", False):
-            return  # switched on for good: nothing to decide per step
-        on = self._budget_seconds(state) >= self.cfg.dropout_free_minutes * 60
+        if self._dropout_on or (self._dropout_on is not None and self.cfg.dropout_free_under_epochs > 0):
+            return  # decided for good: nothing to decide per step
+        self._apply_dropout(self._dropout_wanted(state))
+
+    def _apply_dropout(self, on: bool | None) -> None:
         p = float(self.acc.unwrap_model(self.model).config.dropout_rate) if on else 0.0
         for m in self.model.modules():
             if isinstance(m, torch.nn.Dropout):

@@ -156,6 +156,7 @@ def test_the_budget_recipe_rung_trains_one_epoch_and_decays_over_the_ladders_las
     tcfg = genrec_train_config(dataset, cfg, 8.0, out_dir=tmp_path / "runs", run="r", epochs=1, threads=1,
                                anneal_minutes=30.0)
     assert tcfg.anneal_minutes == 30.0 and tcfg.history_dropout == 0.2 and tcfg.eval_every_epochs == 0
+    assert tcfg.dropout_free_under_epochs == 60  # decided over the ladder's 30 minutes, not this call's 8
     out = train(dataclasses.replace(tcfg, cache_dir="none", preset="tiny"))
     assert out["stop_reason"] == "epochs"
     saved = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())

@@ -280,6 +280,63 @@ def test_dropout_free_start_switches_dropout_on_at_its_minute(root, tmp_path):
         Trainer(_cfg(root, tmp_path, run="dfree3", dropout_free_minutes=-1.0))
 
 
+def _dropout_rates(tr) -> set[float]:
+    return {round(m.p, 6) for m in tr.model.modules() if isinstance(m, torch.nn.Dropout)}
+
+
+def test_dropout_free_under_epochs_decides_once_on_the_first_epochs_pace(root, tmp_path):
+    from genrec.utils.engine import LoopState
+
+    # a 60-minute horizon at 2 s an epoch holds 1,800 epochs
+    tr = Trainer(_cfg(root, tmp_path, run="dfe", dropout=0.2, dropout_free_under_epochs=2000.0,
+                      time_budget_minutes=60.0, budget_clock="wall", max_steps=2))
+    tr.on_epoch_start(0, LoopState())
+    assert _dropout_rates(tr) == {0.0} and tr._dropout_on is None  # the first epoch runs without
+    tr.on_epoch_start(1, LoopState(epoch=1, train_seconds=2.0))
+    assert _dropout_rates(tr) == {0.0} and tr._dropout_on is False
+    tr.on_epoch_start(2, LoopState(epoch=2, train_seconds=2.5))  # a faster pace later changes nothing
+    assert _dropout_rates(tr) == {0.0} and tr.checkpoint_meta() == {"dropout_on": False}
+    tr.run_lock.release()
+    # the decay's horizon, not the budget, when both are set: 10 minutes at 0.5 s an epoch holds 1,200
+    tr = Trainer(_cfg(root, tmp_path, run="dfe2", dropout=0.2, dropout_free_under_epochs=1000.0,
+                      time_budget_minutes=1.0, anneal_minutes=10.0, scheduler="linear", budget_clock="wall"))
+    tr.on_epoch_start(1, LoopState(epoch=1, train_seconds=0.5))
+    assert _dropout_rates(tr) == {0.2} and tr.checkpoint_meta() == {"dropout_on": True}
+    tr.run_lock.release()
+
+
+def test_dropout_free_under_epochs_keeps_its_decision_across_a_resume(root, tmp_path):
+    kw = dict(run="dfer", dropout=0.2, dropout_free_under_epochs=1.0, time_budget_minutes=600.0,
+              save_every_steps=1, eval_every_epochs=0, patience=0)
+    probe = Trainer(_cfg(root, tmp_path, max_steps=1, **{**kw, "run": "dfer-probe"}))
+    steps = probe.engine.steps_per_epoch
+    probe.run_lock.release()
+    tr = Trainer(_cfg(root, tmp_path, max_steps=steps + 1, **kw))
+    tr.fit()
+    tr.run_lock.release()
+    assert _dropout_rates(tr) == {0.2}  # any real pace gives 600 minutes more than one epoch
+    state = tmp_path / "log" / "dfer" / "last" / "trainer_state.json"
+    saved = json.loads(state.read_text())
+    assert saved["dropout_on"] is True
+    # a resume follows the saved decision, not a new estimate
+    state.write_text(json.dumps({**saved, "dropout_on": False}))
+    tr2 = Trainer(_cfg(root, tmp_path, max_steps=steps + 2, **kw), resume=True)
+    assert _dropout_rates(tr2) == {0.0}
+    tr2.fit()
+    tr2.run_lock.release()
+    assert _dropout_rates(tr2) == {0.0}
+
+
+def test_dropout_free_under_epochs_needs_a_horizon_and_no_second_rule(root, tmp_path):
+    with pytest.raises(ValueError, match="dropout_free_under_epochs compares"):
+        Trainer(_cfg(root, tmp_path, run="dfe3", dropout_free_under_epochs=60.0))
+    with pytest.raises(ValueError, match="give one"):
+        Trainer(_cfg(root, tmp_path, run="dfe4", dropout_free_under_epochs=60.0, dropout_free_minutes=1.0,
+                     time_budget_minutes=5.0))
+    with pytest.raises(ValueError, match="must be >= 0"):
+        Trainer(_cfg(root, tmp_path, run="dfe5", dropout_free_under_epochs=-1.0))
+
+
 def test_anneal_lays_the_decay_over_the_clock_not_the_steps(root, tmp_path):
     tr = Trainer(_cfg(root, tmp_path, run="anneal", scheduler="cosine", anneal_minutes=10.0, warmup_epochs=0.0,
                       warmup_ratio=0.0, epochs=100_000))
