@@ -929,8 +929,8 @@ class Trainer(Client):
         on = epochs >= self.cfg.dropout_free_under_epochs
         rate = float(self.acc.unwrap_model(self.model).config.dropout_rate)
         logger.info("dropout: the %.4g-minute horizon holds about %.0f epochs at the first epoch's pace (%s %g): %s",
-                 self.horizon_minutes, epochs, ">=" if on else "<", self.cfg.dropout_free_under_epochs,
-                 f"dropout {rate:g} from here" if on else "no dropout for the whole run")
+                    self.horizon_minutes, epochs, ">=" if on else "<", self.cfg.dropout_free_under_epochs,
+                    f"dropout {rate:g} from here" if on else "no dropout for the whole run")
         return on
 
     def _set_dropout(self, state: LoopState) -> None:
